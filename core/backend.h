@@ -1,0 +1,83 @@
+// The backend: reads file data from disk straight into cache frames.
+//
+// Per cached file the backend holds its own descriptors: an O_DIRECT one when
+// the filesystem allows it (alignment from statx STATX_DIOALIGN, else the
+// device's logical block size), and a buffered one as fallback (tmpfs, FUSE,
+// network filesystems, O_DIRECT refused or failing with EINVAL mid-file). The
+// buffered fallback drops what it pulled into the kernel's page cache
+// (POSIX_FADV_DONTNEED) so the data is not cached twice.
+//
+// Reads are of whole pages into page-aligned frame buffers; a short read at
+// end of file is normal (the caller records the valid length of the tail).
+//
+// Asynchronous reads (readahead) go to an engine: io_uring where the kernel
+// allows it, else a small thread pool (Config::async_engine). Completions are
+// delivered by calling the CompletionFn on an engine thread.
+//
+// Ownership and threads: a Backend belongs to one process (after fork the
+// child builds a new one: engine threads and rings do not survive fork). All methods are thread-safe.
+// read_sync and read_async never allocate after open_file.
+// The backend's descriptors are moved to high numbers and are close-on-exec;
+// owns_fd() tells the shim which they are.
+//
+// Fault injection for tests (UPCACHE_FAULT, comma-separated):
+//   eio=N[-M]      reads touching file page(s) N..M (in cache pages) fail with EIO
+//   eio_once=N     the first read touching page N fails with EIO, later ones succeed
+//   short=N        every read returns at most N bytes (the backend must loop)
+//   einval_at=OFF  O_DIRECT reads at or past byte OFF fail with EINVAL (tests fallback)
+//   nodirect       open_file refuses O_DIRECT as a filesystem would (EINVAL)
+#pragma once
+
+#include <sys/uio.h>
+
+#include <cstdint>
+#include <memory>
+
+#include "core/config.h"
+
+namespace upcache {
+
+class StatsSink;
+
+// Called once per read_async request, from an engine thread, with the bytes
+// read (possibly short at end of file) or -errno.
+using CompletionFn = void (*)(void* ctx, uint64_t cookie, int64_t result);
+
+struct BackendFile;  // opaque, per process and per inode
+
+class Backend {
+ public:
+  // Largest number of iovecs in one request.
+  static constexpr int kMaxIov = 256;
+
+  static std::unique_ptr<Backend> create(const Config& config, StatsSink* stats,
+                                         CompletionFn on_complete, void* ctx);
+  virtual ~Backend() = default;
+
+  // Opens the backend's own descriptors for the file the program has open as
+  // `program_fd` (through /proc/self/fd, so renames do not matter; `path` is
+  // used if that fails). Returns null if the file cannot be read at all.
+  virtual BackendFile* open_file(int program_fd, const char* path) = 0;
+  virtual void close_file(BackendFile* file) = 0;
+
+  // Reads pages into iov[0..n) starting at byte `offset` (a multiple of the
+  // page size); every iov_base is page aligned and every iov_len is the page
+  // size. Blocks. Returns bytes read (short only at end of file) or -errno.
+  virtual int64_t read_sync(BackendFile* file, uint64_t offset, const iovec* iov, int n) = 0;
+
+  // The same, queued: returns false if the queue is full (nothing issued),
+  // else the CompletionFn will be called exactly once with `cookie`.
+  virtual bool read_async(BackendFile* file, uint64_t offset, const iovec* iov, int n,
+                          uint64_t cookie) = 0;
+
+  // True when `file` reads with O_DIRECT (false: buffered fallback).
+  virtual bool is_direct(const BackendFile* file) const = 0;
+  // Is `fd` one of the backend's own descriptors?
+  virtual bool owns_fd(int fd) const = 0;
+  // Name of the engine in use: "uring" or "threads".
+  virtual const char* engine_name() const = 0;
+  // Waits until every queued request has completed.
+  virtual void drain() = 0;
+};
+
+}  // namespace upcache

@@ -1,0 +1,87 @@
+// The cache: the user-space page cache that core/ offers to the shim.
+//
+// Cache::read is filemap_read: batch lookup of the pages a read covers,
+// synchronous readahead on a miss, asynchronous readahead on a page carrying
+// the READAHEAD mark, waiting for pages in flight, copying out honouring end
+// of file and the valid length of the tail page.
+//
+// Sharing: the arena (frames, index, inode table) is mapped MAP_SHARED, so a
+// forked child and its parent serve each other's pages. Everything else here
+// (the backend, FileRefs) belongs to one process; after fork the child calls
+// after_fork_child() before anything else.
+//
+// Threads: every method is thread-safe. read() takes no global lock and does
+// not allocate; a hit makes no system call. RaState is the caller's (one per
+// open file description) and must be serialized by the caller.
+// Errors: methods never throw; they return -errno.
+#pragma once
+
+#include <sys/uio.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "core/config.h"
+#include "core/readahead.h"
+
+namespace upcache {
+
+class StatsSink;
+struct FileRef;  // a cached file as seen by this process; reference counted
+
+enum ReadFlags : unsigned {
+  kReadNoWait = 1u << 0,  // RWF_NOWAIT: -EAGAIN unless every page is up to date
+};
+
+class Cache {
+ public:
+  // Builds the arena and the backend. On failure returns null and says why.
+  static std::unique_ptr<Cache> create(const Config& config, StatsSink* stats, std::string* error);
+  virtual ~Cache() = default;
+
+  const Config& config() const { return config_; }
+
+  // The program has `fd` open (opened from `path`, which may be null) with
+  // `open_flags`. Decides whether its reads are served from the cache: a
+  // regular file on a real filesystem, allowed by UPCACHE_INCLUDE/EXCLUDE,
+  // readable. Validates the inode (dev, ino, generation, size, mtime, ctime):
+  // a changed or recycled inode gets a new file id, so old pages are never
+  // served. Returns a FileRef with one reference, or null (pass through).
+  virtual FileRef* attach(int fd, const char* path, int open_flags) = 0;
+  virtual void retain(FileRef* file) = 0;
+  virtual void release(FileRef* file) = 0;
+
+  // A fresh readahead state for a new open file description.
+  RaState new_ra_state() const;
+
+  // Reads into iov[0..iovcnt) from byte `pos` of `file`. Returns the bytes
+  // read (0 at end of file, short only at end of file) or -errno.
+  virtual int64_t read(FileRef* file, RaState& ra, uint64_t pos, const iovec* iov, int iovcnt,
+                       unsigned flags = 0) = 0;
+
+  // Coherence: the program changed bytes [offset, offset + len) of the file
+  // (len == 0: everything from offset on, e.g. truncate). Drops the pages
+  // touched and re-reads the file size before returning.
+  virtual void invalidate(FileRef* file, uint64_t offset, uint64_t len) = 0;
+
+  // Starts reading [offset, offset + len) without waiting (readahead(2),
+  // POSIX_FADV_WILLNEED).
+  virtual void prefetch(FileRef* file, uint64_t offset, uint64_t len) = 0;
+
+  // Is `fd` one of the cache's own descriptors (backend)?
+  virtual bool owns_fd(int fd) const = 0;
+
+  // In a child after fork: rebuild the per-process parts (backend, its
+  // descriptors and threads). The arena stays shared with the parent.
+  virtual void after_fork_child() = 0;
+
+  // Bytes of one cache page.
+  uint64_t page_size() const { return config_.page_size; }
+
+ protected:
+  explicit Cache(const Config& config) : config_(config) {}
+  Config config_;
+};
+
+}  // namespace upcache

@@ -1,0 +1,55 @@
+// Configuration of one cache, read from UPCACHE_* environment variables.
+//
+// Contract: Config is a plain value. from_env() never throws and never aborts:
+// a bad value produces one message through `warn` naming upcache and the
+// variable, and the documented default is kept. Not async-signal-safe (it
+// parses strings); call it once at start-up.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+namespace upcache {
+
+enum class DirectMode { kAuto, kOn, kOff };
+enum class AsyncEngine { kAuto, kUring, kThreads };
+
+struct Config {
+  // Documented defaults; README and upcache(7) state them and why.
+  static constexpr uint64_t kDefaultCacheBytes = 1ull << 30;       // 1 GiB
+  static constexpr uint64_t kDefaultPageSize = 64ull << 10;        // 64 KiB
+  static constexpr uint64_t kDefaultRaMaxBytes = 4ull << 20;       // 4 MiB
+  static constexpr uint64_t kMinPageSize = 4096;
+  static constexpr uint64_t kMaxPageSize = 2ull << 20;
+
+  uint64_t cache_bytes = kDefaultCacheBytes;  // UPCACHE_SIZE
+  uint64_t page_size = kDefaultPageSize;      // UPCACHE_PAGE_SIZE
+  uint64_t ra_max_bytes = kDefaultRaMaxBytes; // UPCACHE_RA_MAX (0 disables)
+  DirectMode direct = DirectMode::kAuto;      // UPCACHE_DIRECT=auto|on|off
+  AsyncEngine async_engine = AsyncEngine::kAuto;  // UPCACHE_ASYNC=auto|uring|threads
+  unsigned io_threads = 4;                    // UPCACHE_IO_THREADS (thread engine)
+  bool disabled = false;                      // UPCACHE_DISABLE=1: pass everything through
+  bool stats = true;                          // UPCACHE_STATS=0 turns the segment off
+  bool stats_keep = false;                    // UPCACHE_STATS_KEEP=1
+  unsigned callers = 0;                       // UPCACHE_CALLERS=N: sample 1 read in N
+  int log_level = 1;                          // UPCACHE_LOG_LEVEL 0..3
+  std::string log_file;                       // UPCACHE_LOG (empty: stderr)
+  std::string include;                        // UPCACHE_INCLUDE: ':'-separated path prefixes
+  std::string exclude;                        // UPCACHE_EXCLUDE: ':'-separated path prefixes
+  std::string fault;                          // UPCACHE_FAULT (tests only; see backend.h)
+
+  uint64_t ra_max_pages() const { return ra_max_bytes / page_size; }
+  uint64_t frame_count() const { return cache_bytes / page_size; }
+
+  // Reads the environment. `warn` receives one complete line per bad value
+  // (without trailing newline); null means stderr. `secure` (AT_SECURE) makes
+  // environment-supplied paths (UPCACHE_LOG) ignored.
+  static Config from_env(void (*warn)(const char* line) = nullptr, bool secure = false);
+};
+
+// Parses "123", "4K", "64k", "1M", "2G", "1T" (binary units, optional trailing
+// "B"/"iB"). Returns false on anything else or on overflow.
+bool parse_size(const char* text, uint64_t* out);
+
+}  // namespace upcache

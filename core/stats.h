@@ -1,0 +1,99 @@
+// The statistics segment: layout shared by core/, shim/ and tools/.
+//
+// One segment per process in /dev/shm, named "upcache.<pid>.<nonce>", mode
+// 0600, created with O_EXCL. Counters live in the mapping at all times, so a
+// process that dies leaves readable numbers. Writers bump counters with
+// relaxed atomics in their own stripe (chosen per thread), so the hit path
+// never contends on a shared cache line; readers sum the stripes.
+//
+// The layout is versioned: bump kVersion on any change. Everything is fixed
+// size and position independent. No file contents are ever stored here.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+
+namespace upcache::stats {
+
+constexpr uint32_t kMagic = 0x53435055;  // "UPCS"
+constexpr uint32_t kVersion = 1;
+
+// Monotonic counters. Page counts are in units of Segment::page_size.
+enum Counter : uint32_t {
+  kReads,             // read-family calls served by upcache
+  kBytesRead,         // bytes returned by those calls
+  kHits,              // pages found up to date (or in flight) in the cache
+  kMisses,            // pages that had to be read for the caller
+  kReadaheadPages,    // pages read ahead of the caller
+  kReadaheadHits,     // read-ahead pages later read by someone
+  kReadaheadWasted,   // read-ahead pages evicted unread
+  kEvictions,         // frames taken from one page for another
+  kDirectBytes,       // bytes read from disk with O_DIRECT
+  kBufferedBytes,     // bytes read through the buffered fallback
+  kPassthroughCalls,  // intercepted calls passed to the kernel
+  kIoErrors,          // backend reads that failed
+  kCounterCount
+};
+
+// Names as they appear in `upcache stat --json` and in Prometheus output.
+inline constexpr const char* kCounterNames[kCounterCount] = {
+    "reads",         "bytes_read",       "hits",      "misses",
+    "readahead_pages", "readahead_hits", "readahead_wasted", "evictions",
+    "direct_bytes",  "buffered_bytes",   "passthrough_calls", "io_errors"};
+
+// log2 latency histograms, bucket i counts latencies in [2^i, 2^(i+1)) ns.
+enum Histogram : uint32_t { kHitLatency, kMissLatency, kIoLatency, kHistogramCount };
+inline constexpr const char* kHistogramNames[kHistogramCount] = {"hit", "miss", "io"};
+constexpr int kBuckets = 40;  // up to ~18 minutes
+
+constexpr int kStripes = 16;
+struct alignas(64) Stripe {
+  std::atomic<uint64_t> counters[kCounterCount];
+  std::atomic<uint64_t> latency[kHistogramCount][kBuckets];
+};
+
+// Per-file counters, striped like the process counters.
+enum FileCounter : uint32_t { kFileBytes, kFileHits, kFileMisses, kFileReadahead, kFileCounterCount };
+inline constexpr const char* kFileCounterNames[kFileCounterCount] = {"bytes", "hits", "misses",
+                                                                     "readahead_pages"};
+constexpr int kFileStripes = 4;
+constexpr int kFiles = 256;
+constexpr int kPathMax = 240;
+struct alignas(64) FileStripe {
+  std::atomic<uint64_t> counters[kFileCounterCount];
+};
+struct FileSlot {
+  std::atomic<uint64_t> file_id;  // 0: free; written once when claimed
+  char path[kPathMax];            // NUL-terminated, truncated
+  FileStripe stripes[kFileStripes];
+};
+
+// Call sites sampled with UPCACHE_CALLERS (stack of return addresses).
+constexpr int kCallers = 128;
+constexpr int kCallerDepth = 8;
+struct CallerSlot {
+  std::atomic<uint64_t> hash;  // 0: free
+  uint64_t pcs[kCallerDepth];  // absolute addresses in the owning process
+  std::atomic<uint64_t> samples, bytes, misses;
+};
+
+struct Segment {
+  uint32_t magic;
+  uint32_t version;
+  uint64_t segment_bytes;
+  int32_t pid;
+  int32_t ppid;
+  uint64_t start_time_ns;  // CLOCK_REALTIME at creation
+  uint64_t page_size;
+  uint64_t capacity_bytes;
+  std::atomic<uint64_t> cached_bytes;  // gauge: bytes of frames holding data
+  std::atomic<uint32_t> alive;         // 1 while the process runs; 0 after a clean exit
+  uint32_t callers_every;              // UPCACHE_CALLERS
+  char command[128];                   // argv joined by spaces, truncated
+  Stripe stripes[kStripes];
+  FileSlot files[kFiles];
+  CallerSlot callers[kCallers];
+};
+
+}  // namespace upcache::stats

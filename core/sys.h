@@ -1,0 +1,84 @@
+// Raw system calls for core/.
+//
+// Why: libupcache.so exports read/open/close/... itself, so a libc call made
+// from inside the library could land back in the shim. Core therefore talks to
+// the kernel only through these wrappers, which issue the system call directly,
+// return -errno on failure and leave the caller's errno untouched.
+// All are async-signal-safe.
+#pragma once
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdint>
+
+namespace upcache::sys {
+
+#if defined(__x86_64__)
+inline long raw(long nr, long a = 0, long b = 0, long c = 0, long d = 0, long e = 0, long f = 0) {
+  long ret;
+  register long r10 __asm__("r10") = d;
+  register long r8 __asm__("r8") = e;
+  register long r9 __asm__("r9") = f;
+  __asm__ volatile("syscall"
+                   : "=a"(ret)
+                   : "a"(nr), "D"(a), "S"(b), "d"(c), "r"(r10), "r"(r8), "r"(r9)
+                   : "rcx", "r11", "memory");
+  return ret;  // -errno on failure, as the kernel returns it
+}
+#else
+inline long raw(long nr, long a = 0, long b = 0, long c = 0, long d = 0, long e = 0, long f = 0) {
+  int saved = errno;
+  long ret = ::syscall(nr, a, b, c, d, e, f);
+  if (ret == -1) ret = -errno;
+  errno = saved;
+  return ret;
+}
+#endif
+
+inline int openat(int dirfd, const char* path, int flags, mode_t mode = 0) {
+  return static_cast<int>(raw(SYS_openat, dirfd, reinterpret_cast<long>(path), flags, mode));
+}
+inline int close(int fd) { return static_cast<int>(raw(SYS_close, fd)); }
+inline int64_t pread(int fd, void* buf, uint64_t n, int64_t off) {
+  return raw(SYS_pread64, fd, reinterpret_cast<long>(buf), static_cast<long>(n), off);
+}
+inline int64_t read(int fd, void* buf, uint64_t n) {
+  return raw(SYS_read, fd, reinterpret_cast<long>(buf), static_cast<long>(n));
+}
+inline int64_t write(int fd, const void* buf, uint64_t n) {
+  return raw(SYS_write, fd, reinterpret_cast<long>(buf), static_cast<long>(n));
+}
+inline int64_t preadv(int fd, const struct iovec* iov, int cnt, int64_t off) {
+  // The kernel takes the offset split in two longs (low, high).
+  return raw(SYS_preadv, fd, reinterpret_cast<long>(iov), cnt, static_cast<long>(off), 0);
+}
+inline int fstat(int fd, struct stat* st) {
+  return static_cast<int>(raw(SYS_fstat, fd, reinterpret_cast<long>(st)));
+}
+inline int fstatfs(int fd, struct statfs* st) {
+  return static_cast<int>(raw(SYS_fstatfs, fd, reinterpret_cast<long>(st)));
+}
+inline int statx(int dirfd, const char* path, int flags, unsigned mask, struct statx* out) {
+  return static_cast<int>(
+      raw(SYS_statx, dirfd, reinterpret_cast<long>(path), flags, mask, reinterpret_cast<long>(out)));
+}
+inline int fcntl(int fd, int cmd, long arg = 0) { return static_cast<int>(raw(SYS_fcntl, fd, cmd, arg)); }
+inline int64_t lseek(int fd, int64_t off, int whence) { return raw(SYS_lseek, fd, off, whence); }
+inline int fadvise(int fd, int64_t off, int64_t len, int advice) {
+  return static_cast<int>(raw(SYS_fadvise64, fd, off, len, advice));
+}
+inline int ioctl(int fd, unsigned long req, void* arg) {
+  return static_cast<int>(raw(SYS_ioctl, fd, static_cast<long>(req), reinterpret_cast<long>(arg)));
+}
+inline int getpid() { return static_cast<int>(raw(SYS_getpid)); }
+inline int gettid() { return static_cast<int>(raw(SYS_gettid)); }
+// Is process `pid` alive? (kill(pid, 0): ESRCH means gone; EPERM means alive.)
+inline bool pid_alive(int pid) { return raw(SYS_kill, pid, 0) != -ESRCH; }
+
+}  // namespace upcache::sys
