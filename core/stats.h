@@ -91,6 +91,7 @@ struct Segment {
   std::atomic<uint32_t> alive;         // 1 while the process runs; 0 after a clean exit
   uint32_t callers_every;              // UPCACHE_CALLERS
   char command[128];                   // argv joined by spaces, truncated
+  char run_id[40];                     // UPCACHE_RUN_ID set by `upcache run` (tree aggregation)
   Stripe stripes[kStripes];
   FileSlot files[kFiles];
   CallerSlot callers[kCallers];
