@@ -17,7 +17,7 @@
 namespace upcache::stats {
 
 constexpr uint32_t kMagic = 0x53435055;  // "UPCS"
-constexpr uint32_t kVersion = 1;
+constexpr uint32_t kVersion = 2;
 
 // Monotonic counters. Page counts are in units of Segment::page_size.
 enum Counter : uint32_t {
@@ -78,10 +78,12 @@ struct CallerSlot {
   std::atomic<uint64_t> samples, bytes, misses;
 };
 
+// Header fields are written once by the owner at creation (core/stats_segment.h)
+// before `magic` is published with release order; readers check magic first.
 struct Segment {
   uint32_t magic;
   uint32_t version;
-  uint64_t segment_bytes;
+  uint64_t segment_bytes;  // sizeof(Segment)
   int32_t pid;
   int32_t ppid;
   uint64_t start_time_ns;  // CLOCK_REALTIME at creation
@@ -92,6 +94,13 @@ struct Segment {
   uint32_t callers_every;              // UPCACHE_CALLERS
   char command[128];                   // argv joined by spaces, truncated
   char run_id[40];                     // UPCACHE_RUN_ID set by `upcache run` (tree aggregation)
+  // Since version 2.
+  uint64_t proc_start_ticks;           // field 22 of /proc/<pid>/stat: tells a reused pid apart
+  uint64_t nonce;                      // the random part of the segment's name
+  std::atomic<uint64_t> end_time_ns;   // CLOCK_REALTIME at exit (or exec); 0 while running
+  std::atomic<uint32_t> keep;          // 1: the name stays after exit (UPCACHE_STATS_KEEP);
+                                       // `upcache run` may clear it while the owner runs
+  uint32_t reserved;
   Stripe stripes[kStripes];
   FileSlot files[kFiles];
   CallerSlot callers[kCallers];

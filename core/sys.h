@@ -76,7 +76,34 @@ inline int fadvise(int fd, int64_t off, int64_t len, int advice) {
 inline int ioctl(int fd, unsigned long req, void* arg) {
   return static_cast<int>(raw(SYS_ioctl, fd, static_cast<long>(req), reinterpret_cast<long>(arg)));
 }
+inline int ftruncate(int fd, int64_t length) { return static_cast<int>(raw(SYS_ftruncate, fd, length)); }
+inline int fallocate(int fd, int mode, int64_t off, int64_t len) {
+  return static_cast<int>(raw(SYS_fallocate, fd, mode, off, len));
+}
+inline int fchmod(int fd, mode_t mode) { return static_cast<int>(raw(SYS_fchmod, fd, mode)); }
+inline int unlinkat(int dirfd, const char* path, int flags) {
+  return static_cast<int>(raw(SYS_unlinkat, dirfd, reinterpret_cast<long>(path), flags));
+}
+// Directory entries as struct linux_dirent64 records; bytes read or -errno.
+inline int64_t getdents64(int fd, void* buf, uint64_t n) {
+  return raw(SYS_getdents64, fd, reinterpret_cast<long>(buf), static_cast<long>(n));
+}
+inline int64_t getrandom(void* buf, uint64_t n, unsigned flags) {
+  return raw(SYS_getrandom, reinterpret_cast<long>(buf), static_cast<long>(n), flags);
+}
+// mmap returns the address, or -errno cast to a pointer: test with mmap_failed().
+inline void* mmap(void* addr, uint64_t len, int prot, int flags, int fd, int64_t off) {
+  return reinterpret_cast<void*>(
+      raw(SYS_mmap, reinterpret_cast<long>(addr), static_cast<long>(len), prot, flags, fd, off));
+}
+inline bool mmap_failed(void* p) { return reinterpret_cast<unsigned long>(p) > -4096ul; }
+inline int mmap_errno(void* p) { return static_cast<int>(-reinterpret_cast<long>(p)); }
+inline int munmap(void* addr, uint64_t len) {
+  return static_cast<int>(raw(SYS_munmap, reinterpret_cast<long>(addr), static_cast<long>(len)));
+}
 inline int getpid() { return static_cast<int>(raw(SYS_getpid)); }
+inline int getppid() { return static_cast<int>(raw(SYS_getppid)); }
+inline unsigned geteuid() { return static_cast<unsigned>(raw(SYS_geteuid)); }
 inline int gettid() { return static_cast<int>(raw(SYS_gettid)); }
 // Is process `pid` alive? (kill(pid, 0): ESRCH means gone; EPERM means alive.)
 inline bool pid_alive(int pid) { return raw(SYS_kill, pid, 0) != -ESRCH; }
