@@ -1,9 +1,17 @@
 // On-demand readahead, the kernel's algorithm (mm/readahead.c) on upcache pages.
 //
-// All quantities are in cache pages (Config::page_size bytes). The functions
-// here only decide windows; core/cache.cc issues them (skipping pages already
-// cached, clamping to end of file, marking the page at
-// start + size - async_size with the READAHEAD mark).
+// All quantities are in cache pages (Config::page_size bytes), except
+// RaState::prev_pos, which is in bytes like the kernel's; RaContext::page_shift
+// converts it. The functions here only decide windows; core/cache.cc issues
+// them: it skips pages already cached, and it sets the READAHEAD mark on the
+// page `mark` only if that page is newly read (as the kernel does, so that a
+// cached page never triggers readahead-for-nothing).
+//
+// End of file: the RaWindow returned is already clamped to ctx.file_pages
+// (nothing at or past EOF is issued; if the marked page would fall at or past
+// EOF the window carries no mark), while RaState keeps the unclamped window,
+// as the kernel's file_ra_state does (page_cache_ra_order marks
+// start + size - async_size only if that page is within the file).
 //
 // Thread safety: a RaState belongs to one open file description; the caller
 // serializes access (the description's position lock). The functions are pure
@@ -41,22 +49,28 @@ struct RaContext {
   const void* self = nullptr;
   uint64_t file_pages = 0;  // pages in the file (ceil(size / page)); windows are clamped to it
   uint32_t io_pages = 0;    // largest single request the device takes (0: same as ra_pages)
+  uint32_t page_shift = 16; // log2(Config::page_size); converts RaState::prev_pos to pages.
+                            // The default matches Config::kDefaultPageSize; set it always.
 };
 
 // Initial window of a request of `req` pages with maximum `max` (get_init_ra_size).
+// Never more than max; a request of 0 pages counts as 1.
 uint32_t ra_init_size(uint32_t req, uint32_t max);
-// Window that follows a window of `cur` pages (get_next_ra_size).
+// Window that follows a window of `cur` pages (get_next_ra_size). Never more than max.
 uint32_t ra_next_size(uint32_t cur, uint32_t max);
 
 // A miss: pages [index, index + req) are wanted and page `index` is missing
 // (page_cache_sync_ra). Updates `ra` and returns what to read. For a random
 // read (or random-advised/disabled state) the window is exactly the request
-// and carries no mark.
+// (clamped to EOF), carries no mark and leaves `ra` alone.
 RaWindow ra_on_miss(RaState& ra, const RaContext& ctx, uint64_t index, uint64_t req);
 
 // A page carrying the READAHEAD mark was reached while reading
-// [index, index + req) (page_cache_async_ra); `marked` is that page. Updates
-// `ra` and returns the next window (size 0 when nothing should be issued).
+// [index, index + req) (page_cache_async_ra); `marked` is that page, and the
+// caller has already cleared its mark. Only the end of the read matters: like
+// the kernel, the request is sized as index + req - marked. Updates `ra` and
+// returns the next window (size 0 when nothing should be issued, always so for
+// random-advised or disabled state).
 RaWindow ra_on_marked(RaState& ra, const RaContext& ctx, uint64_t marked, uint64_t index,
                       uint64_t req);
 
