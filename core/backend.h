@@ -70,6 +70,10 @@ class Backend {
   virtual bool read_async(BackendFile* file, uint64_t offset, const iovec* iov, int n,
                           uint64_t cookie) = 0;
 
+  // The file's current size in bytes (fstat on the backend's descriptor), or
+  // -errno. The cache asks when a read reaches its idea of end of file.
+  virtual int64_t file_size(BackendFile* file) = 0;
+
   // True when `file` reads with O_DIRECT (false: buffered fallback).
   virtual bool is_direct(const BackendFile* file) const = 0;
   // Is `fd` one of the backend's own descriptors?
@@ -78,6 +82,11 @@ class Backend {
   virtual const char* engine_name() const = 0;
   // Waits until every queued request has completed.
   virtual void drain() = 0;
+
+  // In a child after fork: the engine's threads and ring belong to the parent.
+  // Forget the parent's queue (its requests complete in the parent) and start
+  // a new engine; the files' descriptors are inherited and stay usable.
+  virtual void after_fork_child() = 0;
 };
 
 }  // namespace upcache

@@ -56,7 +56,10 @@ class Cache {
   RaState new_ra_state() const;
 
   // Reads into iov[0..iovcnt) from byte `pos` of `file`. Returns the bytes
-  // read (0 at end of file, short only at end of file) or -errno.
+  // read (0 at end of file, short only at end of file) or -errno: -EIO when
+  // the device failed, -EAGAIN with kReadNoWait when a page is not up to
+  // date, -ENOBUFS when no frame could be had (every frame pinned or in
+  // flight): the caller should then pass the read to the kernel.
   virtual int64_t read(FileRef* file, RaState& ra, uint64_t pos, const iovec* iov, int iovcnt,
                        unsigned flags = 0) = 0;
 

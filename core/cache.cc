@@ -1,0 +1,764 @@
+// The read path: filemap_read / filemap_get_pages rebuilt over the arena.
+//
+// A read of [pos, end) walks its pages in order. For each page:
+//   - find and pin its frame (lock free; see page_index.h and frame.h);
+//   - missing: ask readahead for a window (ra_on_miss), claim frames for the
+//     window's missing pages, read the ones the caller needs now and queue
+//     the rest, then look again;
+//   - carries the READAHEAD mark: clear it and queue the next window
+//     (ra_on_marked) without waiting for it;
+//   - in flight: sleep on the frame's futex until the read completes;
+//   - copy out what the caller asked for, bounded by the page's valid bytes.
+// The file size this process knows bounds every read; a read that reaches it
+// asks the kernel again, so a file that grew is read past its old end.
+#include "core/cache.h"
+
+#include <linux/fs.h>
+#include <linux/magic.h>
+#include <pthread.h>
+#include <sched.h>
+#include <sys/vfs.h>
+#include <time.h>
+
+#include <cstring>
+
+#include "core/arena.h"
+#include "core/backend.h"
+#include "core/eviction.h"
+#include "core/frame.h"
+#include "core/futex.h"
+#include "core/heap.h"
+#include "core/inode_table.h"
+#include "core/iov_cursor.h"
+#include "core/page_index.h"
+#include "core/stats_sink.h"
+#include "core/sys.h"
+
+namespace upcache {
+
+using namespace frame_state;
+
+struct FileRef {
+  uint64_t file_id = 0;
+  BackendFile* backend = nullptr;
+  std::atomic<uint64_t> size{0};  // bytes, as this process last saw them
+  std::atomic<int> refs{1};
+  int stats_slot = -1;
+  FileIdentity identity;
+  FileRef* next = nullptr;  // per-process list, under files_lock_
+};
+
+RaState Cache::new_ra_state() const {
+  RaState ra;
+  uint64_t max = config_.ra_max_pages();
+  // A window larger than a quarter of the cache would evict itself.
+  uint64_t cap = config_.frame_count() / 4;
+  if (max > cap) max = cap;
+  ra.ra_pages = static_cast<uint32_t>(max);
+  return ra;
+}
+
+namespace {
+
+uint64_t now_ns() {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<uint64_t>(ts.tv_nsec);
+}
+
+// Filesystems whose "regular files" are generated on read: never cached.
+bool pseudo_filesystem(int64_t magic) {
+  switch (static_cast<uint32_t>(magic)) {
+    case PROC_SUPER_MAGIC: case SYSFS_MAGIC: case DEBUGFS_MAGIC: case TRACEFS_MAGIC:
+    case SECURITYFS_MAGIC: case CGROUP_SUPER_MAGIC: case CGROUP2_SUPER_MAGIC:
+    case BPF_FS_MAGIC: case PSTOREFS_MAGIC: case EFIVARFS_MAGIC: case DEVPTS_SUPER_MAGIC:
+    case HUGETLBFS_MAGIC: case 0x62656570 /* configfs */: case 0x65735543 /* fusectl */:
+    case 0x50495045 /* pipefs */: case 0x534F434B /* sockfs */: case 0x09041934 /* anon inodes */:
+      return true;
+    default:
+      return false;
+  }
+}
+
+// Does `path` start with one of the ':'-separated prefixes in `list`?
+bool matches_prefix(const char* path, const std::string& list) {
+  size_t start = 0;
+  while (start <= list.size()) {
+    size_t end = list.find(':', start);
+    if (end == std::string::npos) end = list.size();
+    size_t n = end - start;
+    if (n > 0 && strncmp(path, list.data() + start, n) == 0) return true;
+    start = end + 1;
+  }
+  return false;
+}
+
+// One request queued to the backend's engine: a run of consecutive pages.
+struct AsyncRequest {
+  std::atomic<uint32_t> busy{0};
+  uint32_t count = 0;
+  uint64_t first_page = 0;
+  FileRef* file = nullptr;
+  uint32_t frames[Backend::kMaxIov];
+};
+constexpr int kAsyncRequests = 64;
+
+class CacheImpl final : public Cache {
+ public:
+  explicit CacheImpl(const Config& config, StatsSink* stats)
+      : Cache(config), stats_(stats) {}
+  ~CacheImpl() override;
+
+  bool init(std::string* error);
+
+  FileRef* attach(int fd, const char* path, int open_flags) override;
+  void retain(FileRef* file) override { file->refs.fetch_add(1, std::memory_order_relaxed); }
+  void release(FileRef* file) override;
+  int64_t read(FileRef* file, RaState& ra, uint64_t pos, const iovec* iov, int iovcnt,
+               unsigned flags) override;
+  void invalidate(FileRef* file, uint64_t offset, uint64_t len) override;
+  void prefetch(FileRef* file, uint64_t offset, uint64_t len) override;
+  bool owns_fd(int fd) const override { return backend_ && backend_->owns_fd(fd); }
+  void after_fork_child() override;
+
+ private:
+  // --- frames ---
+  bool try_pin(FrameDesc& f, uint64_t file_id, uint64_t page);
+  void unpin(FrameDesc& f) { f.state.fetch_sub(kPinOne, std::memory_order_release); }
+  int64_t find_pinned(uint64_t file_id, uint64_t page);
+  bool present(uint64_t file_id, uint64_t page) const;
+  uint64_t wait_io(FrameDesc& f);
+  int64_t claim_frame();
+  void free_claimed(uint32_t frame);
+  void finish_io(uint32_t frame, int64_t bytes);
+  void drop_page(uint64_t file_id, uint64_t page);
+
+  // --- I/O ---
+  uint64_t issue(FileRef* file, uint64_t start, uint64_t count, uint64_t need_end, uint64_t mark);
+  void submit_run(FileRef* file, uint64_t first_page, const uint32_t* frames, uint32_t n,
+                  bool sync);
+  void complete_run(uint64_t first_page, const uint32_t* frames, uint32_t n, int64_t result);
+  static void on_async_complete(void* ctx, uint64_t cookie, int64_t result);
+  AsyncRequest* take_request();
+
+  // --- files ---
+  uint64_t file_pages(uint64_t size) const { return (size + page_size() - 1) >> shift_; }
+  bool refresh_size(FileRef* file);
+  static bool ra_probe(const void* self, uint64_t index);
+
+  StatsSink* stats_;
+  Arena arena_;
+  PageIndex* index_ = nullptr;
+  InodeTable* inodes_ = nullptr;
+  EvictionPolicy* eviction_ = nullptr;
+  std::unique_ptr<Backend> backend_;
+  unsigned shift_ = 0;
+  int pid_ = 0;
+
+  pthread_mutex_t files_lock_ = PTHREAD_MUTEX_INITIALIZER;
+  FileRef* files_ = nullptr;
+  AsyncRequest* requests_ = nullptr;  // kAsyncRequests, per process
+};
+
+// The probe readahead uses to look behind and ahead of a position.
+struct ProbeContext {
+  const CacheImpl* cache;
+  uint64_t file_id;
+};
+
+CacheImpl::~CacheImpl() {
+  if (backend_) backend_->drain();
+  backend_.reset();
+  heap_delete(index_);
+  heap_delete(inodes_);
+  heap_delete(eviction_);
+  if (requests_) mi_free(requests_);
+}
+
+bool CacheImpl::init(std::string* error) {
+  if (!arena_.create(config_.page_size, config_.frame_count(), error)) return false;
+  shift_ = arena_.page_shift();
+  pid_ = sys::getpid();
+  index_ = heap_new<PageIndex>(arena_);
+  inodes_ = heap_new<InodeTable>(arena_);
+  eviction_ = heap_new<ClockPolicy>(arena_);
+  requests_ = static_cast<AsyncRequest*>(mi_zalloc(sizeof(AsyncRequest) * kAsyncRequests));
+  if (!index_ || !inodes_ || !eviction_ || !requests_) {
+    if (error) *error = "out of memory";
+    return false;
+  }
+  backend_ = Backend::create(config_, stats_, &CacheImpl::on_async_complete, this);
+  if (!backend_) {
+    if (error) *error = "cannot start the backend";
+    return false;
+  }
+  stats_->segment()->capacity_bytes = config_.cache_bytes;
+  stats_->segment()->page_size = config_.page_size;
+  return true;
+}
+
+// ---------------------------------------------------------------- files
+
+FileRef* CacheImpl::attach(int fd, const char* path, int open_flags) {
+  int access = open_flags & O_ACCMODE;
+  if (access == O_WRONLY || (open_flags & (O_DIRECT | O_PATH))) return nullptr;
+  struct stat st;
+  if (sys::fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) return nullptr;
+  struct statfs sfs;
+  if (sys::fstatfs(fd, &sfs) < 0 || pseudo_filesystem(sfs.f_type)) return nullptr;
+
+  char resolved[4096];
+  const char* name = path;
+  if (!config_.include.empty() || !config_.exclude.empty() || path == nullptr || path[0] != '/') {
+    char link[64];
+    snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+    long n = sys::raw(SYS_readlink, reinterpret_cast<long>(link), reinterpret_cast<long>(resolved),
+                      sizeof resolved - 1);
+    if (n > 0) {
+      resolved[n] = '\0';
+      name = resolved;
+    }
+  }
+  if (name != nullptr) {
+    if (!config_.include.empty() && !matches_prefix(name, config_.include)) return nullptr;
+    if (!config_.exclude.empty() && matches_prefix(name, config_.exclude)) return nullptr;
+  }
+
+  FileIdentity id;
+  id.dev = st.st_dev;
+  id.ino = st.st_ino;
+  id.size = static_cast<uint64_t>(st.st_size);
+  id.mtime_ns = st.st_mtim.tv_sec * 1000000000ll + st.st_mtim.tv_nsec;
+  id.ctime_ns = st.st_ctim.tv_sec * 1000000000ll + st.st_ctim.tv_nsec;
+  int generation = 0;
+  if (sys::ioctl(fd, FS_IOC_GETVERSION, &generation) == 0) id.generation = static_cast<uint32_t>(generation);
+  uint64_t file_id = inodes_->validate(id);
+
+  pthread_mutex_lock(&files_lock_);
+  for (FileRef* f = files_; f; f = f->next) {
+    if (f->file_id == file_id) {
+      f->refs.fetch_add(1, std::memory_order_relaxed);
+      // Another description opened the file: refresh the size it left.
+      f->size.store(id.size, std::memory_order_relaxed);
+      pthread_mutex_unlock(&files_lock_);
+      return f;
+    }
+  }
+  FileRef* file = heap_new<FileRef>();
+  BackendFile* bf = file ? backend_->open_file(fd, name) : nullptr;
+  if (!bf) {
+    pthread_mutex_unlock(&files_lock_);
+    heap_delete(file);
+    return nullptr;
+  }
+  file->file_id = file_id;
+  file->backend = bf;
+  file->size.store(id.size, std::memory_order_relaxed);
+  file->identity = id;
+  file->stats_slot = stats_->claim_file(file_id, name ? name : "?");
+  file->next = files_;
+  files_ = file;
+  pthread_mutex_unlock(&files_lock_);
+  return file;
+}
+
+void CacheImpl::release(FileRef* file) {
+  if (file->refs.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
+  pthread_mutex_lock(&files_lock_);
+  // Re-check under the lock: attach may have revived it.
+  if (file->refs.load(std::memory_order_acquire) != 0) {
+    pthread_mutex_unlock(&files_lock_);
+    return;
+  }
+  for (FileRef** p = &files_; *p; p = &(*p)->next) {
+    if (*p == file) {
+      *p = file->next;
+      break;
+    }
+  }
+  pthread_mutex_unlock(&files_lock_);
+  // Queued readahead may still name this file: let it finish first.
+  backend_->drain();
+  backend_->close_file(file->backend);
+  heap_delete(file);
+}
+
+bool CacheImpl::refresh_size(FileRef* file) {
+  int64_t size = backend_->file_size(file->backend);
+  if (size < 0) return false;
+  uint64_t old = file->size.exchange(static_cast<uint64_t>(size), std::memory_order_relaxed);
+  return static_cast<uint64_t>(size) != old;
+}
+
+bool CacheImpl::ra_probe(const void* self, uint64_t index) {
+  auto* p = static_cast<const ProbeContext*>(self);
+  return p->cache->present(p->file_id, index);
+}
+
+// ---------------------------------------------------------------- frames
+
+bool CacheImpl::try_pin(FrameDesc& f, uint64_t file_id, uint64_t page) {
+  uint64_t s = f.state.load(std::memory_order_relaxed);
+  do {
+    if ((s & kLocked) || !(s & kHashed) || pins(s) == kPinMask) return false;
+  } while (!f.state.compare_exchange_weak(s, (s + kPinOne) | kReferenced, std::memory_order_acquire,
+                                          std::memory_order_relaxed));
+  // Pinned: the key can no longer change. Is it still our page?
+  if (f.file_id.load(std::memory_order_relaxed) != file_id ||
+      f.page.load(std::memory_order_relaxed) != page) {
+    unpin(f);
+    return false;
+  }
+  return true;
+}
+
+int64_t CacheImpl::find_pinned(uint64_t file_id, uint64_t page) {
+  int64_t i = index_->find(file_id, page);
+  if (i == PageIndex::kNone) return -1;
+  return try_pin(arena_.frame(i), file_id, page) ? i : -1;
+}
+
+bool CacheImpl::present(uint64_t file_id, uint64_t page) const {
+  int64_t i = index_->find(file_id, page);
+  if (i == PageIndex::kNone) return false;
+  FrameDesc& f = arena_.frame(i);
+  return (f.state.load(std::memory_order_relaxed) & kHashed) &&
+         f.file_id.load(std::memory_order_relaxed) == file_id &&
+         f.page.load(std::memory_order_relaxed) == page;
+}
+
+uint64_t CacheImpl::wait_io(FrameDesc& f) {
+  uint64_t s = f.state.load(std::memory_order_acquire);
+  unsigned sleeps = 0;
+  while (s & kIo) {
+    if (!(s & kWaiters)) {
+      if (!f.state.compare_exchange_weak(s, s | kWaiters, std::memory_order_acquire)) continue;
+      s |= kWaiters;
+    }
+    int rc = futex_wait(low_word(&f.state), static_cast<uint32_t>(s), 50ull * 1000 * 1000);
+    s = f.state.load(std::memory_order_acquire);
+    if (rc == -ETIMEDOUT && (s & kIo) && ++sleeps % 4 == 0) {
+      // The issuer may have died (SIGKILL in a forked worker): nobody would
+      // ever complete this read. Fail it so the caller retries.
+      int owner = f.io_owner.load(std::memory_order_relaxed);
+      if (owner != pid_ && owner > 0 && !sys::pid_alive(owner)) {
+        uint64_t page = f.page.load(std::memory_order_relaxed);
+        uint64_t file_id = f.file_id.load(std::memory_order_relaxed);
+        uint64_t expect = s;
+        if (f.state.compare_exchange_strong(expect, (s & ~(kIo | kHashed | kWaiters | kReadahead | kUnread)) | kError,
+                                            std::memory_order_acq_rel)) {
+          index_->remove(file_id, page, static_cast<uint32_t>(&f - &arena_.frame(0)));
+          futex_wake_all(low_word(&f.state));
+        }
+        s = f.state.load(std::memory_order_acquire);
+      }
+    }
+  }
+  return s;
+}
+
+int64_t CacheImpl::claim_frame() {
+  for (int attempt = 0; attempt < 1000; ++attempt) {
+    int64_t v = eviction_->take_victim();
+    if (v == EvictionPolicy::kNone) {
+      sched_yield();
+      continue;
+    }
+    FrameDesc& f = arena_.frame(v);
+    uint64_t s = f.state.load(std::memory_order_relaxed);
+    if (s & kHashed) {
+      index_->remove(f.file_id.load(std::memory_order_relaxed), f.page.load(std::memory_order_relaxed),
+                     static_cast<uint32_t>(v));
+      stats_->add(stats::kEvictions);
+      if (s & kUnread) stats_->add(stats::kReadaheadWasted);
+      if (s & kUptodate) stats_->cached_bytes(-static_cast<int64_t>(f.valid.load(std::memory_order_relaxed)));
+    }
+    // Keep only the version and LOCKED: the frame is ours and free.
+    f.state.store((s & ~kFlagsMask) | kLocked, std::memory_order_relaxed);
+    return v;
+  }
+  return -1;
+}
+
+void CacheImpl::free_claimed(uint32_t frame) {
+  FrameDesc& f = arena_.frame(frame);
+  uint64_t s = f.state.load(std::memory_order_relaxed);
+  f.state.store(s & ~kFlagsMask, std::memory_order_release);
+}
+
+void CacheImpl::finish_io(uint32_t frame, int64_t bytes) {
+  FrameDesc& f = arena_.frame(frame);
+  if (bytes >= 0) {
+    f.valid.store(static_cast<uint32_t>(bytes), std::memory_order_relaxed);
+    stats_->cached_bytes(bytes);
+  }
+  uint64_t s = f.state.load(std::memory_order_relaxed);
+  uint64_t next;
+  do {
+    if (bytes >= 0) {
+      next = (s & ~(kIo | kWaiters)) | kUptodate;
+    } else {
+      next = (s & ~(kIo | kWaiters | kHashed | kReadahead | kUnread)) | kError;
+    }
+  } while (!f.state.compare_exchange_weak(s, next, std::memory_order_release, std::memory_order_relaxed));
+  if (bytes < 0) {
+    // The error is reported to those waiting now, not cached: the next read retries.
+    index_->remove(f.file_id.load(std::memory_order_relaxed), f.page.load(std::memory_order_relaxed), frame);
+  }
+  if (s & kWaiters) futex_wake_all(low_word(&f.state));
+}
+
+void CacheImpl::drop_page(uint64_t file_id, uint64_t page) {
+  for (;;) {
+    int64_t i = index_->find(file_id, page);
+    if (i == PageIndex::kNone) return;
+    FrameDesc& f = arena_.frame(i);
+    if (!try_pin(f, file_id, page)) return;
+    uint64_t s = wait_io(f);
+    // Unhash it while pinned (our pin keeps it from being reused); later
+    // lookups miss and read the page again.
+    uint64_t next;
+    do {
+      if (!(s & kHashed)) break;
+      next = s & ~(kHashed | kReadahead | kUnread);
+    } while (!f.state.compare_exchange_weak(s, next, std::memory_order_acq_rel));
+    if (s & kHashed) {
+      index_->remove(file_id, page, static_cast<uint32_t>(i));
+      if (s & kUptodate) stats_->cached_bytes(-static_cast<int64_t>(f.valid.load(std::memory_order_relaxed)));
+    }
+    unpin(f);
+  }
+}
+
+// ---------------------------------------------------------------- I/O
+
+AsyncRequest* CacheImpl::take_request() {
+  for (int i = 0; i < kAsyncRequests; ++i) {
+    uint32_t expected = 0;
+    if (requests_[i].busy.load(std::memory_order_relaxed) == 0 &&
+        requests_[i].busy.compare_exchange_strong(expected, 1, std::memory_order_acquire))
+      return &requests_[i];
+  }
+  return nullptr;
+}
+
+void CacheImpl::complete_run(uint64_t first_page, const uint32_t* frames, uint32_t n, int64_t result) {
+  (void)first_page;
+  const int64_t ps = static_cast<int64_t>(page_size());
+  if (result < 0) stats_->add(stats::kIoErrors);
+  for (uint32_t i = 0; i < n; ++i) {
+    int64_t bytes = result;
+    if (result >= 0) {
+      bytes = result - static_cast<int64_t>(i) * ps;
+      if (bytes < 0) bytes = 0;
+      if (bytes > ps) bytes = ps;
+    }
+    finish_io(frames[i], bytes);
+  }
+}
+
+void CacheImpl::on_async_complete(void* ctx, uint64_t cookie, int64_t result) {
+  auto* self = static_cast<CacheImpl*>(ctx);
+  AsyncRequest& r = self->requests_[cookie];
+  self->complete_run(r.first_page, r.frames, r.count, result);
+  r.busy.store(0, std::memory_order_release);
+}
+
+void CacheImpl::submit_run(FileRef* file, uint64_t first_page, const uint32_t* frames, uint32_t n,
+                           bool sync) {
+  if (n == 0) return;
+  iovec iov[Backend::kMaxIov];
+  for (uint32_t i = 0; i < n; ++i) {
+    iov[i].iov_base = arena_.frame_data(frames[i]);
+    iov[i].iov_len = page_size();
+  }
+  uint64_t offset = first_page << shift_;
+  if (!sync) {
+    AsyncRequest* r = take_request();
+    if (r != nullptr) {
+      r->count = n;
+      r->first_page = first_page;
+      r->file = file;
+      memcpy(r->frames, frames, n * sizeof(uint32_t));
+      uint64_t cookie = static_cast<uint64_t>(r - requests_);
+      if (backend_->read_async(file->backend, offset, iov, static_cast<int>(n), cookie)) return;
+      r->busy.store(0, std::memory_order_release);
+    }
+    // The queue is full: read ahead synchronously rather than drop the window.
+  }
+  int64_t result = backend_->read_sync(file->backend, offset, iov, static_cast<int>(n));
+  complete_run(first_page, frames, n, result);
+}
+
+// Claims frames for the missing pages of [start, start + count) and reads
+// them: pages before `need_end` synchronously (the caller waits for them),
+// the rest through the asynchronous queue. `mark` gets the READAHEAD mark.
+// Returns how many pages before `need_end` it read (the caller's misses).
+uint64_t CacheImpl::issue(FileRef* file, uint64_t start, uint64_t count, uint64_t need_end,
+                          uint64_t mark) {
+  uint64_t end = start + count;
+  uint64_t limit = file_pages(file->size.load(std::memory_order_relaxed));
+  if (end > limit) end = limit;
+  if (start >= end) return 0;
+  uint64_t needed_read = 0;
+
+  uint32_t sync_frames[Backend::kMaxIov], async_frames[Backend::kMaxIov];
+  uint32_t nsync = 0, nasync = 0;
+  uint64_t sync_first = 0, async_first = 0;
+  uint64_t readahead = 0;
+  // Sync runs are read after the whole window is claimed and the async part
+  // queued, so the device sees the whole window at once. They are kept in a
+  // small list of runs.
+  struct Run { uint64_t first; uint32_t n; uint32_t frames[Backend::kMaxIov]; };
+  static_assert(sizeof(Run) < 2048, "runs live on the stack");
+  Run pending[4];
+  int npending = 0;
+
+  auto flush_sync = [&] {
+    if (nsync == 0) return;
+    if (npending == 4) {
+      submit_run(file, pending[0].first, pending[0].frames, pending[0].n, true);
+      memmove(&pending[0], &pending[1], sizeof(Run) * 3);
+      --npending;
+    }
+    pending[npending].first = sync_first;
+    pending[npending].n = nsync;
+    memcpy(pending[npending].frames, sync_frames, nsync * sizeof(uint32_t));
+    ++npending;
+    nsync = 0;
+  };
+  auto flush_async = [&] {
+    submit_run(file, async_first, async_frames, nasync, false);
+    nasync = 0;
+  };
+
+  for (uint64_t p = start; p < end; ++p) {
+    bool needed = p < need_end;
+    if (present(file->file_id, p)) {
+      flush_sync();
+      flush_async();
+      continue;
+    }
+    int64_t v = claim_frame();
+    if (v < 0) break;  // no frame to be had: the window ends early
+    FrameDesc& f = arena_.frame(v);
+    f.file_id.store(file->file_id, std::memory_order_relaxed);
+    f.page.store(p, std::memory_order_relaxed);
+    f.valid.store(0, std::memory_order_relaxed);
+    f.io_owner.store(pid_, std::memory_order_relaxed);
+    uint64_t flags = kHashed | kIo;
+    if (p == mark) flags |= kReadahead;
+    if (!needed) flags |= kUnread;
+    int64_t got = index_->insert_or_get(file->file_id, p, static_cast<uint32_t>(v), [&] {
+      uint64_t s = f.state.load(std::memory_order_relaxed);
+      uint64_t version = (s >> kVersionShift) + 1;
+      f.state.store((version << kVersionShift) | flags, std::memory_order_release);
+    });
+    if (got != v) {
+      // Someone else inserted the page meanwhile.
+      free_claimed(static_cast<uint32_t>(v));
+      flush_sync();
+      flush_async();
+      continue;
+    }
+    if (needed) {
+      ++needed_read;
+      if (nsync == Backend::kMaxIov) flush_sync();
+      if (nsync == 0) sync_first = p;
+      sync_frames[nsync++] = static_cast<uint32_t>(v);
+    } else {
+      flush_sync();
+      if (nasync == Backend::kMaxIov) flush_async();
+      if (nasync == 0) async_first = p;
+      async_frames[nasync++] = static_cast<uint32_t>(v);
+      ++readahead;
+    }
+  }
+  flush_sync();
+  flush_async();
+  for (int i = 0; i < npending; ++i) submit_run(file, pending[i].first, pending[i].frames, pending[i].n, true);
+  if (readahead) {
+    stats_->add(stats::kReadaheadPages, readahead);
+    stats_->file_add(file->stats_slot, stats::kFileReadahead, readahead);
+  }
+  return needed_read;
+}
+
+void CacheImpl::prefetch(FileRef* file, uint64_t offset, uint64_t len) {
+  uint64_t size = file->size.load(std::memory_order_relaxed);
+  if (offset >= size || len == 0) return;
+  if (len > size - offset) len = size - offset;
+  uint64_t first = offset >> shift_;
+  uint64_t last = (offset + len - 1) >> shift_;
+  // Bounded like a readahead window so a huge WILLNEED cannot flush the cache.
+  uint64_t cap = config_.frame_count() / 2;
+  if (last - first + 1 > cap) last = first + cap - 1;
+  issue(file, first, last - first + 1, first, RaWindow::kNoMark);
+}
+
+// ---------------------------------------------------------------- read
+
+int64_t CacheImpl::read(FileRef* file, RaState& ra, uint64_t pos, const iovec* iov, int iovcnt,
+                        unsigned flags) {
+  uint64_t want = IovCursor::total(iov, iovcnt);
+  if (want == 0) return 0;
+  uint64_t t0 = now_ns();
+  uint64_t size = file->size.load(std::memory_order_relaxed);
+  // A read that reaches what we believe is the end asks the kernel: the file
+  // may have grown (or shrunk) since.
+  if (pos + want > size) {
+    refresh_size(file);
+    size = file->size.load(std::memory_order_relaxed);
+  }
+  if (pos >= size) return 0;
+  uint64_t end = pos + want < size ? pos + want : size;
+
+  const uint64_t ps = page_size();
+  const uint64_t first = pos >> shift_;
+  uint64_t last = (end - 1) >> shift_;  // inclusive
+  ProbeContext probe{this, file->file_id};
+  RaContext ctx;
+  ctx.cached = &CacheImpl::ra_probe;
+  ctx.self = &probe;
+  ctx.file_pages = file_pages(size);
+  ctx.page_shift = shift_;
+
+  IovCursor out(iov, iovcnt);
+  uint64_t done = 0;  // bytes copied
+  uint64_t misses = 0;  // pages this read had to read itself
+  int64_t error = 0;
+  unsigned retries = 0;
+
+  for (uint64_t p = first; p <= last;) {
+    int64_t i = find_pinned(file->file_id, p);
+    if (i < 0) {
+      if (flags & kReadNoWait) {
+        error = -EAGAIN;
+        break;
+      }
+      RaWindow w = ra_on_miss(ra, ctx, p, last + 1 - p);
+      // The caller needs [p, last]; whatever the window says, those pages are read now.
+      uint64_t need_end = last + 1;
+      if (w.size == 0 || w.start > p || w.start + w.size < need_end) {
+        misses += issue(file, p, need_end - p, need_end, RaWindow::kNoMark);
+      }
+      if (w.size > 0) misses += issue(file, w.start, w.size, need_end, w.mark);
+      if (++retries > 64) {
+        error = -ENOBUFS;  // no frame could be had for our page
+        break;
+      }
+      continue;
+    }
+    FrameDesc& f = arena_.frame(i);
+    uint64_t s = f.state.load(std::memory_order_acquire);
+    if (s & kReadahead) {
+      uint64_t old = f.state.fetch_and(~kReadahead, std::memory_order_relaxed);
+      if ((old & kReadahead) && !(flags & kReadNoWait)) {
+        RaWindow w = ra_on_marked(ra, ctx, p, first, last + 1 - first);
+        if (w.size > 0) issue(file, w.start, w.size, 0, w.mark);
+      }
+    }
+    if (s & kIo) {
+      if (flags & kReadNoWait) {
+        unpin(f);
+        error = -EAGAIN;
+        break;
+      }
+      s = wait_io(f);
+    }
+    if (s & kError) {
+      unpin(f);
+      error = -EIO;
+      break;
+    }
+    if (s & kUnread) {
+      uint64_t old = f.state.fetch_and(~kUnread, std::memory_order_relaxed);
+      if (old & kUnread) stats_->add(stats::kReadaheadHits);
+    }
+    uint64_t page_start = p << shift_;
+    uint64_t from = pos > page_start ? pos - page_start : 0;
+    uint64_t to = end - page_start < ps ? end - page_start : ps;
+    uint64_t valid = f.valid.load(std::memory_order_relaxed);
+    if (to > valid) {
+      // The frame holds less than our idea of the file: it was read when the
+      // file was shorter (or the file shrank). Ask the kernel for the size,
+      // drop the stale frame and read it again.
+      unpin(f);
+      refresh_size(file);
+      uint64_t now_size = file->size.load(std::memory_order_relaxed);
+      if (now_size < end) {
+        end = now_size > pos ? now_size : pos;
+        if (end <= pos + done) break;
+        last = (end - 1) >> shift_;
+        ctx.file_pages = file_pages(now_size);
+        if (page_start + valid >= end) continue;  // the frame suffices now
+      }
+      drop_page(file->file_id, p);
+      if (++retries > 64) {
+        error = -EIO;
+        break;
+      }
+      continue;
+    }
+    out.copy_out(arena_.frame_data(i) + from, to - from);
+    unpin(f);
+    done += to - from;
+    ++p;
+  }
+
+  if (done > 0 || error == 0) {
+    ra.prev_pos = static_cast<int64_t>(pos + done);
+  }
+  // Pages touched that this read did not have to read itself were hits
+  // (up to date, or already in flight thanks to readahead).
+  uint64_t touched = done ? ((pos + done - 1) >> shift_) - first + 1 : 0;
+  uint64_t hits = touched > misses ? touched - misses : 0;
+  stats_->add(stats::kReads);
+  stats_->add(stats::kBytesRead, done);
+  stats_->add(stats::kHits, hits);
+  stats_->add(stats::kMisses, misses);
+  stats_->file_add(file->stats_slot, stats::kFileBytes, done);
+  stats_->file_add(file->stats_slot, stats::kFileHits, hits);
+  stats_->file_add(file->stats_slot, stats::kFileMisses, misses);
+  stats_->latency(misses ? stats::kMissLatency : stats::kHitLatency, now_ns() - t0);
+  if (done > 0) return static_cast<int64_t>(done);
+  return error;
+}
+
+void CacheImpl::invalidate(FileRef* file, uint64_t offset, uint64_t len) {
+  uint64_t old_size = file->size.load(std::memory_order_relaxed);
+  refresh_size(file);
+  uint64_t new_size = file->size.load(std::memory_order_relaxed);
+  uint64_t first = offset >> shift_;
+  uint64_t bound = old_size > new_size ? old_size : new_size;
+  uint64_t last_excl;
+  if (len == 0) {
+    last_excl = file_pages(bound > offset ? bound : offset) + 1;
+  } else {
+    last_excl = ((offset + len - 1) >> shift_) + 1;
+  }
+  // The page that held the old end of file may now be short of valid bytes:
+  // drop it too so it is re-read with the new data.
+  for (uint64_t p = first; p < last_excl; ++p) drop_page(file->file_id, p);
+  if (old_size != new_size && old_size > 0) drop_page(file->file_id, (old_size - 1) >> shift_);
+}
+
+void CacheImpl::after_fork_child() {
+  SpinLock::fork_generation().fetch_add(1, std::memory_order_relaxed);
+  pid_ = sys::getpid();
+  // The parent's engine threads do not exist here; its queued requests finish
+  // in the parent (the frames are shared, and their IO flag is cleared there).
+  for (int i = 0; i < kAsyncRequests; ++i) requests_[i].busy.store(0, std::memory_order_relaxed);
+  pthread_mutex_init(&files_lock_, nullptr);
+  backend_->after_fork_child();
+}
+
+}  // namespace
+
+std::unique_ptr<Cache> Cache::create(const Config& config, StatsSink* stats, std::string* error) {
+  std::unique_ptr<CacheImpl> cache(new CacheImpl(config, stats));
+  if (!cache->init(error)) return nullptr;
+  return cache;
+}
+
+}  // namespace upcache

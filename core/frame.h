@@ -1,0 +1,54 @@
+// Frame descriptors: one per cache frame, in the arena.
+//
+// The state word is the single source of truth about a frame. Its low 32
+// bits (pins and flags) double as a futex word for readers waiting on I/O;
+// the high 32 bits are a version bumped each time the frame is given to
+// another page.
+//
+// Invariants (each transition is one atomic operation on `state`):
+//  - The key (file_id, page) and `valid` change only while LOCKED is set by
+//    the one owner, or while IO is set by the one issuer (valid only).
+//  - LOCKED is taken only from pins == 0 and !IO: a pinned or in-flight frame
+//    is never evicted or overwritten.
+//  - A reader pins, then re-checks the key: if the key matches after the pin
+//    succeeded, the frame holds that page until it unpins.
+//  - HASHED means the frame is reachable from the index under its key.
+//  - UPTODATE and ERROR are set only when IO is cleared; readers sleeping on
+//    IO set WAITERS first, and whoever clears IO wakes them.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+
+namespace upcache {
+
+namespace frame_state {
+constexpr uint64_t kPinOne = 1;
+constexpr uint64_t kPinMask = 0xffff;
+constexpr uint64_t kUptodate = 1ull << 16;
+constexpr uint64_t kIo = 1ull << 17;          // a read into the frame is in flight
+constexpr uint64_t kError = 1ull << 18;       // the read failed; the frame is unhashed
+constexpr uint64_t kReadahead = 1ull << 19;   // READAHEAD mark: reaching it triggers async readahead
+constexpr uint64_t kReferenced = 1ull << 20;  // touched since the clock hand last passed
+constexpr uint64_t kLocked = 1ull << 21;      // one owner is (re)assigning the frame
+constexpr uint64_t kHashed = 1ull << 22;      // in the index
+constexpr uint64_t kWaiters = 1ull << 23;     // someone sleeps on the futex
+constexpr uint64_t kUnread = 1ull << 24;      // read ahead and not read by anyone yet
+constexpr uint64_t kFlagsMask = 0xffffffffull;
+constexpr int kVersionShift = 32;
+
+inline uint64_t pins(uint64_t s) { return s & kPinMask; }
+inline uint32_t version(uint64_t s) { return static_cast<uint32_t>(s >> kVersionShift); }
+}  // namespace frame_state
+
+struct alignas(64) FrameDesc {
+  std::atomic<uint64_t> state;
+  std::atomic<uint64_t> file_id;   // 0: never used
+  std::atomic<uint64_t> page;      // page index in the file
+  std::atomic<uint32_t> next;      // index chain: frame number + 1, 0 ends
+  std::atomic<uint32_t> valid;     // bytes of the page that hold file data
+  std::atomic<int32_t> io_owner;   // pid that issued the read in flight
+};
+static_assert(sizeof(FrameDesc) == 64, "one cache line per frame descriptor");
+
+}  // namespace upcache

@@ -1,0 +1,65 @@
+#include "core/inode_table.h"
+
+#include "core/arena.h"
+#include "core/spinlock.h"
+
+namespace upcache {
+
+namespace {
+uint64_t slot_of(uint64_t dev, uint64_t ino, uint64_t mask) {
+  uint64_t h = (dev * 0x9E3779B97F4A7C15ull) ^ (ino * 0xC2B2AE3D27D4EB4Full);
+  return (h ^ (h >> 29)) & mask;
+}
+constexpr int kProbe = 16;
+}  // namespace
+
+uint64_t InodeTable::validate(const FileIdentity& id) {
+  ArenaHeader& h = arena_.header();
+  InodeEntry* table = arena_.inodes();
+  uint64_t mask = h.inode_count - 1;
+  uint64_t home = slot_of(id.dev, id.ino, mask);
+  SpinGuard guard(h.inode_lock);
+  uint64_t now = h.next_file_id.load(std::memory_order_relaxed);
+  InodeEntry* free_slot = nullptr;
+  InodeEntry* oldest = nullptr;
+  for (int i = 0; i < kProbe; ++i) {
+    InodeEntry& e = table[(home + i) & mask];
+    if (e.file_id == 0) {
+      if (!free_slot) free_slot = &e;
+      continue;
+    }
+    if (e.id.dev == id.dev && e.id.ino == id.ino) {
+      if (!(e.id == id)) {
+        // Same inode number, different contents or a recycled inode: the old
+        // pages must never be served again.
+        e.id = id;
+        e.file_id = h.next_file_id.fetch_add(1, std::memory_order_relaxed);
+      }
+      e.last_use = now;
+      return e.file_id;
+    }
+    if (!oldest || e.last_use < oldest->last_use) oldest = &e;
+  }
+  InodeEntry* slot = free_slot ? free_slot : oldest;
+  slot->id = id;
+  slot->file_id = h.next_file_id.fetch_add(1, std::memory_order_relaxed);
+  slot->last_use = now;
+  return slot->file_id;
+}
+
+void InodeTable::update(uint64_t file_id, const FileIdentity& id) {
+  ArenaHeader& h = arena_.header();
+  InodeEntry* table = arena_.inodes();
+  uint64_t mask = h.inode_count - 1;
+  uint64_t home = slot_of(id.dev, id.ino, mask);
+  SpinGuard guard(h.inode_lock);
+  for (int i = 0; i < kProbe; ++i) {
+    InodeEntry& e = table[(home + i) & mask];
+    if (e.file_id == file_id && e.id.dev == id.dev && e.id.ino == id.ino) {
+      e.id = id;
+      return;
+    }
+  }
+}
+
+}  // namespace upcache

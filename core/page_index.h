@@ -1,0 +1,72 @@
+// The page index: (file id, page index) -> frame, hashed with XXH3.
+//
+// Buckets chain frames through FrameDesc::next. Lookups take no lock: they
+// walk the chain and return a candidate that the caller must pin and then
+// re-check (frame.h). A walk that races with a removal can miss an entry
+// (never return a wrong one, since the key is re-checked after pinning);
+// callers that act on a miss repeat the lookup under the bucket lock
+// (insert_or_get). Walks are bounded, so a chain rewritten under a walker
+// cannot trap it.
+//
+// Inserts and removals take the bucket's spin lock (never a global lock).
+#pragma once
+
+#include <cstdint>
+
+#include "core/arena.h"
+
+namespace upcache {
+
+class PageIndex {
+ public:
+  static constexpr int64_t kNone = -1;
+
+  explicit PageIndex(Arena& arena) : arena_(arena), mask_(arena.header().bucket_count - 1) {}
+
+  // A candidate frame for (file_id, page), or kNone. Lock free.
+  int64_t find(uint64_t file_id, uint64_t page) const;
+
+  // Under the bucket lock: if (file_id, page) is present returns its frame;
+  // otherwise links `frame` (whose key the caller has set, LOCKED by the
+  // caller) and returns it. The caller tells which happened by comparing.
+  // `publish` is called under the lock just before linking, to set the
+  // frame's state so that it is visible only in its final form.
+  template <typename Publish>
+  int64_t insert_or_get(uint64_t file_id, uint64_t page, uint32_t frame, Publish&& publish);
+
+  // Unlinks `frame` from the chain of (file_id, page) if it is there.
+  void remove(uint64_t file_id, uint64_t page, uint32_t frame);
+
+  static uint64_t hash(uint64_t file_id, uint64_t page);
+
+ private:
+  Bucket& bucket(uint64_t file_id, uint64_t page) const {
+    return arena_.buckets()[hash(file_id, page) & mask_];
+  }
+  int64_t find_locked(Bucket& b, uint64_t file_id, uint64_t page) const;
+
+  Arena& arena_;
+  uint64_t mask_;
+};
+
+}  // namespace upcache
+
+#include "core/spinlock.h"
+
+namespace upcache {
+
+template <typename Publish>
+int64_t PageIndex::insert_or_get(uint64_t file_id, uint64_t page, uint32_t frame,
+                                 Publish&& publish) {
+  Bucket& b = bucket(file_id, page);
+  SpinGuard guard(b.lock);
+  int64_t found = find_locked(b, file_id, page);
+  if (found != kNone) return found;
+  FrameDesc& f = arena_.frame(frame);
+  f.next.store(b.head.load(std::memory_order_relaxed), std::memory_order_relaxed);
+  publish();
+  b.head.store(frame + 1, std::memory_order_release);
+  return frame;
+}
+
+}  // namespace upcache

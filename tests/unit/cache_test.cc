@@ -1,0 +1,325 @@
+// The read path of core::Cache against real files: bytes, end of file, tail
+// pages, growth, invalidation, revalidation at open, eligibility, counters.
+#include "core/cache.h"
+
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/stats.h"
+#include "core/stats_sink.h"
+#include "test_files.h"
+
+namespace upcache {
+namespace {
+
+using upcache::testing::fill_pattern;
+using upcache::testing::pattern_byte;
+using upcache::testing::write_pattern_file;
+
+class CacheTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir = upcache::testing::scratch_dir("cache");
+    ASSERT_FALSE(dir.empty());
+    seg = std::make_unique<stats::Segment>();
+    memset(static_cast<void*>(seg.get()), 0, sizeof(stats::Segment));
+    sink = std::make_unique<StatsSink>(seg.get());
+  }
+  void TearDown() override {
+    for (FileRef* f : refs) cache->release(f);
+    for (int fd : fds) close(fd);
+    cache.reset();
+    upcache::testing::remove_dir(dir);
+  }
+  void make_cache(uint64_t bytes, uint64_t page, uint64_t ra_max = 1 << 20, const char* fault = "") {
+    Config c;
+    c.cache_bytes = bytes;
+    c.page_size = page;
+    c.ra_max_bytes = ra_max;
+    c.fault = fault;
+    std::string err;
+    cache = Cache::create(c, sink.get(), &err);
+    ASSERT_TRUE(cache) << err;
+  }
+  FileRef* open_file(const std::string& path, int flags = O_RDONLY) {
+    int fd = open(path.c_str(), flags);
+    EXPECT_GE(fd, 0) << path;
+    fds.push_back(fd);
+    FileRef* f = cache->attach(fd, path.c_str(), flags);
+    if (f) refs.push_back(f);
+    return f;
+  }
+  int64_t read_at(FileRef* f, RaState& ra, uint64_t pos, std::vector<char>& buf) {
+    iovec iov{buf.data(), buf.size()};
+    return cache->read(f, ra, pos, &iov, 1);
+  }
+  // Reads [pos, pos+n) and checks every byte against the pattern.
+  void expect_pattern(FileRef* f, RaState& ra, uint64_t pos, uint64_t n, uint64_t file_size,
+                      uint64_t salt) {
+    std::vector<char> buf(n);
+    int64_t got = read_at(f, ra, pos, buf);
+    uint64_t expect = pos >= file_size ? 0 : std::min<uint64_t>(n, file_size - pos);
+    ASSERT_EQ(got, static_cast<int64_t>(expect)) << "pos " << pos << " n " << n;
+    for (uint64_t i = 0; i < expect; ++i)
+      ASSERT_EQ(static_cast<uint8_t>(buf[i]), pattern_byte(pos + i, salt)) << "at " << pos + i;
+  }
+  uint64_t counter(stats::Counter c) { return StatsSink::total(*seg, c); }
+
+  std::string dir;
+  std::unique_ptr<stats::Segment> seg;
+  std::unique_ptr<StatsSink> sink;
+  std::unique_ptr<Cache> cache;
+  std::vector<FileRef*> refs;
+  std::vector<int> fds;
+};
+
+TEST_F(CacheTest, ReadsExactBytesAtAnyOffsetAndSize) {
+  make_cache(8 << 20, 4096);
+  const uint64_t size = 3 * 65536 + 1234;  // tail page partly valid
+  std::string path = dir + "/f";
+  ASSERT_TRUE(write_pattern_file(path, size, 1));
+  FileRef* f = open_file(path);
+  ASSERT_NE(f, nullptr);
+  RaState ra = cache->new_ra_state();
+  for (uint64_t pos : {0ull, 1ull, 4095ull, 4096ull, 70000ull, size - 10, size - 1, size, size + 5})
+    for (uint64_t n : {1ull, 7ull, 4096ull, 10000ull, 300000ull})
+      expect_pattern(f, ra, pos, n, size, 1);
+}
+
+TEST_F(CacheTest, ScatteredBuffersAreFilledInOrder) {
+  make_cache(8 << 20, 4096);
+  std::string path = dir + "/f";
+  ASSERT_TRUE(write_pattern_file(path, 100000, 2));
+  FileRef* f = open_file(path);
+  ASSERT_NE(f, nullptr);
+  RaState ra = cache->new_ra_state();
+  std::vector<char> a(10), b(0), c(5000), d(3);
+  iovec iov[4] = {{a.data(), a.size()}, {b.data(), 0}, {c.data(), c.size()}, {d.data(), d.size()}};
+  ASSERT_EQ(cache->read(f, ra, 4090, iov, 4), 5013);
+  uint64_t off = 4090;
+  for (auto* v : {&a, &c, &d})
+    for (char ch : *v) ASSERT_EQ(static_cast<uint8_t>(ch), pattern_byte(off++, 2));
+}
+
+TEST_F(CacheTest, SecondPassIsAllHits) {
+  make_cache(16 << 20, 65536, 1 << 20);
+  const uint64_t size = 4 << 20;
+  std::string path = dir + "/f";
+  ASSERT_TRUE(write_pattern_file(path, size, 3));
+  FileRef* f = open_file(path);
+  ASSERT_NE(f, nullptr);
+  RaState ra = cache->new_ra_state();
+  for (uint64_t pos = 0; pos < size; pos += 65536) expect_pattern(f, ra, pos, 65536, size, 3);
+  uint64_t misses_first = counter(stats::kMisses);
+  uint64_t hits_first = counter(stats::kHits);
+  EXPECT_EQ(misses_first + hits_first, size / 65536);
+  EXPECT_GT(counter(stats::kReadaheadPages), 0u);
+  EXPECT_GT(counter(stats::kReadaheadHits), 0u);
+  // Sequential readahead keeps ahead of the reader: most pages were hits.
+  EXPECT_LT(misses_first, size / 65536 / 4);
+  RaState ra2 = cache->new_ra_state();
+  for (uint64_t pos = 0; pos < size; pos += 65536) expect_pattern(f, ra2, pos, 65536, size, 3);
+  EXPECT_EQ(counter(stats::kMisses), misses_first);
+  EXPECT_EQ(counter(stats::kHits), hits_first + size / 65536);
+  EXPECT_EQ(counter(stats::kBytesRead), 2 * size);
+  EXPECT_EQ(counter(stats::kReads), 2 * size / 65536);
+}
+
+TEST_F(CacheTest, EvictionUnderPressureKeepsBytesRight) {
+  make_cache(64 << 10, 4096, 16 << 10);  // 16 frames
+  const uint64_t size = 1 << 20;
+  std::string path = dir + "/f";
+  ASSERT_TRUE(write_pattern_file(path, size, 4));
+  FileRef* f = open_file(path);
+  ASSERT_NE(f, nullptr);
+  RaState ra = cache->new_ra_state();
+  for (int pass = 0; pass < 2; ++pass)
+    for (uint64_t pos = 0; pos < size; pos += 3000) expect_pattern(f, ra, pos, 3000, size, 4);
+  EXPECT_GT(counter(stats::kEvictions), 0u);
+  for (uint64_t pos : {900000ull, 10ull, 500000ull, 4095ull})
+    expect_pattern(f, ra, pos, 20000, size, 4);
+}
+
+TEST_F(CacheTest, FileThatGrowsIsReadPastItsOldEnd) {
+  make_cache(8 << 20, 4096);
+  std::string path = dir + "/f";
+  ASSERT_TRUE(write_pattern_file(path, 5000, 5));
+  FileRef* f = open_file(path);
+  ASSERT_NE(f, nullptr);
+  RaState ra = cache->new_ra_state();
+  expect_pattern(f, ra, 0, 10000, 5000, 5);  // caches the short tail page
+  ASSERT_TRUE(write_pattern_file(path + ".new", 20000, 5));
+  // Grow in place (same inode): append the rest of the pattern.
+  {
+    int fd = open(path.c_str(), O_WRONLY);
+    std::vector<char> more(15000);
+    fill_pattern(more, 5000, 5);
+    ASSERT_EQ(pwrite(fd, more.data(), more.size(), 5000), 15000);
+    close(fd);
+  }
+  expect_pattern(f, ra, 0, 30000, 20000, 5);
+  expect_pattern(f, ra, 4000, 2000, 20000, 5);
+}
+
+TEST_F(CacheTest, InvalidateDropsOverwrittenPages) {
+  make_cache(8 << 20, 4096);
+  std::string path = dir + "/f";
+  ASSERT_TRUE(write_pattern_file(path, 50000, 6));
+  FileRef* f = open_file(path, O_RDWR);
+  ASSERT_NE(f, nullptr);
+  RaState ra = cache->new_ra_state();
+  expect_pattern(f, ra, 0, 50000, 50000, 6);
+  std::vector<char> other(10000);
+  fill_pattern(other, 20000, 7);
+  ASSERT_EQ(pwrite(fds.back(), other.data(), other.size(), 20000), 10000);
+  cache->invalidate(f, 20000, 10000);
+  std::vector<char> buf(50000);
+  ASSERT_EQ(read_at(f, ra, 0, buf), 50000);
+  for (uint64_t i = 0; i < 50000; ++i) {
+    uint8_t want = (i >= 20000 && i < 30000) ? pattern_byte(i, 7) : pattern_byte(i, 6);
+    ASSERT_EQ(static_cast<uint8_t>(buf[i]), want) << i;
+  }
+  // Truncate: nothing is served past the new end.
+  ASSERT_EQ(ftruncate(fds.back(), 8000), 0);
+  cache->invalidate(f, 8000, 0);
+  expect_pattern(f, ra, 0, 50000, 8000, 6);
+}
+
+TEST_F(CacheTest, ChangedFileGetsFreshPagesAtReopen) {
+  make_cache(8 << 20, 4096);
+  std::string path = dir + "/f";
+  ASSERT_TRUE(write_pattern_file(path, 40000, 8));
+  FileRef* f = open_file(path);
+  ASSERT_NE(f, nullptr);
+  RaState ra = cache->new_ra_state();
+  expect_pattern(f, ra, 0, 40000, 40000, 8);
+  // Another program rewrites the file in place, same size (close-to-open).
+  usleep(20000);  // let the mtime tick
+  {
+    int fd = open(path.c_str(), O_WRONLY);
+    std::vector<char> v(40000);
+    fill_pattern(v, 0, 9);
+    ASSERT_EQ(pwrite(fd, v.data(), v.size(), 0), 40000);
+    close(fd);
+  }
+  FileRef* g = open_file(path);
+  ASSERT_NE(g, nullptr);
+  EXPECT_NE(f, g);
+  RaState ra2 = cache->new_ra_state();
+  expect_pattern(g, ra2, 0, 40000, 40000, 9);
+  // A recycled inode number (delete, create) never returns the old bytes.
+  unlink(path.c_str());
+  ASSERT_TRUE(write_pattern_file(path, 40000, 10));
+  FileRef* h = open_file(path);
+  ASSERT_NE(h, nullptr);
+  RaState ra3 = cache->new_ra_state();
+  expect_pattern(h, ra3, 0, 40000, 40000, 10);
+}
+
+TEST_F(CacheTest, OnlyRegularReadableFilesOnRealFilesystemsAreCached) {
+  make_cache(8 << 20, 4096);
+  int p[2];
+  ASSERT_EQ(pipe(p), 0);
+  EXPECT_EQ(cache->attach(p[0], nullptr, O_RDONLY), nullptr);
+  close(p[0]);
+  close(p[1]);
+  int proc = open("/proc/self/status", O_RDONLY);
+  EXPECT_EQ(cache->attach(proc, "/proc/self/status", O_RDONLY), nullptr);
+  close(proc);
+  int d = open(dir.c_str(), O_RDONLY | O_DIRECTORY);
+  EXPECT_EQ(cache->attach(d, dir.c_str(), O_RDONLY), nullptr);
+  close(d);
+  std::string path = dir + "/f";
+  ASSERT_TRUE(write_pattern_file(path, 100, 1));
+  int w = open(path.c_str(), O_WRONLY);
+  EXPECT_EQ(cache->attach(w, path.c_str(), O_WRONLY), nullptr);
+  close(w);
+  int direct = open(path.c_str(), O_RDONLY | O_DIRECT);
+  if (direct >= 0) {
+    EXPECT_EQ(cache->attach(direct, path.c_str(), O_RDONLY | O_DIRECT), nullptr);
+    close(direct);
+  }
+  EXPECT_NE(open_file(path), nullptr);
+}
+
+TEST_F(CacheTest, IncludeAndExcludePrefixes) {
+  Config c;
+  c.cache_bytes = 8 << 20;
+  c.page_size = 4096;
+  c.exclude = dir + "/skip";
+  std::string err;
+  cache = Cache::create(c, sink.get(), &err);
+  ASSERT_TRUE(cache);
+  ASSERT_TRUE(write_pattern_file(dir + "/skip-me", 100, 1));
+  ASSERT_TRUE(write_pattern_file(dir + "/keep", 100, 1));
+  EXPECT_EQ(open_file(dir + "/skip-me"), nullptr);
+  EXPECT_NE(open_file(dir + "/keep"), nullptr);
+}
+
+TEST_F(CacheTest, NoWaitReadsOnlyWhatIsCached) {
+  make_cache(8 << 20, 4096, 0);  // no readahead
+  std::string path = dir + "/f";
+  ASSERT_TRUE(write_pattern_file(path, 100000, 11));
+  FileRef* f = open_file(path);
+  ASSERT_NE(f, nullptr);
+  RaState ra = cache->new_ra_state();
+  std::vector<char> buf(8192);
+  iovec iov{buf.data(), buf.size()};
+  EXPECT_EQ(cache->read(f, ra, 0, &iov, 1, kReadNoWait), -EAGAIN);
+  expect_pattern(f, ra, 0, 4096, 100000, 11);
+  // The first page is cached, the second is not: a short read.
+  EXPECT_EQ(cache->read(f, ra, 0, &iov, 1, kReadNoWait), 4096);
+}
+
+TEST_F(CacheTest, DeviceErrorsAreReportedAndNotCached) {
+  make_cache(8 << 20, 4096, 0, "eio_once=2");
+  std::string path = dir + "/f";
+  ASSERT_TRUE(write_pattern_file(path, 100000, 12));
+  FileRef* f = open_file(path);
+  ASSERT_NE(f, nullptr);
+  RaState ra = cache->new_ra_state();
+  expect_pattern(f, ra, 0, 8192, 100000, 12);  // pages 0-1 are fine
+  std::vector<char> buf(4096);
+  EXPECT_EQ(read_at(f, ra, 2 * 4096, buf), -EIO);
+  EXPECT_GE(counter(stats::kIoErrors), 1u);
+  expect_pattern(f, ra, 2 * 4096, 4096, 100000, 12);  // retried, now fine
+}
+
+TEST_F(CacheTest, ForkedChildSharesTheCache) {
+  make_cache(16 << 20, 65536);
+  const uint64_t size = 2 << 20;
+  std::string path = dir + "/f";
+  ASSERT_TRUE(write_pattern_file(path, size, 13));
+  FileRef* f = open_file(path);
+  ASSERT_NE(f, nullptr);
+  pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    cache->after_fork_child();
+    RaState ra = cache->new_ra_state();
+    std::vector<char> buf(size);
+    iovec iov{buf.data(), buf.size()};
+    int64_t got = cache->read(f, ra, 0, &iov, 1);
+    bool ok = got == static_cast<int64_t>(size);
+    for (uint64_t i = 0; ok && i < size; ++i) ok = static_cast<uint8_t>(buf[i]) == pattern_byte(i, 13);
+    _exit(ok ? 0 : 1);
+  }
+  int status = 0;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  // The child's reads filled the shared arena: the parent only hits.
+  uint64_t misses = counter(stats::kMisses);
+  RaState ra = cache->new_ra_state();
+  expect_pattern(f, ra, 0, size, size, 13);
+  EXPECT_EQ(counter(stats::kMisses), misses);
+}
+
+}  // namespace
+}  // namespace upcache

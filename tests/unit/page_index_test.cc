@@ -1,0 +1,114 @@
+// The arena's layout and the page index.
+#include "core/page_index.h"
+
+#include <gtest/gtest.h>
+
+#include <string>
+
+#include "core/arena.h"
+#include "core/frame.h"
+
+namespace upcache {
+namespace {
+
+using namespace frame_state;
+
+TEST(Arena, FramesArePageAlignedAndDisjoint) {
+  for (uint64_t ps : {4096ull, 65536ull, 2ull << 20}) {
+    Arena a;
+    std::string err;
+    ASSERT_TRUE(a.create(ps, 8, &err)) << err;
+    EXPECT_EQ(a.page_size(), ps);
+    for (uint64_t i = 0; i < 8; ++i) {
+      EXPECT_EQ(reinterpret_cast<uintptr_t>(a.frame_data(i)) % ps, 0u);
+      // Frames never overlap the metadata or each other.
+      EXPECT_GE(a.frame_data(i), reinterpret_cast<char*>(&a.frame(7) + 1));
+      if (i) EXPECT_EQ(a.frame_data(i) - a.frame_data(i - 1), static_cast<ptrdiff_t>(ps));
+    }
+    // The whole arena is writable.
+    a.frame_data(7)[ps - 1] = 1;
+    EXPECT_EQ(a.header().magic, ArenaHeader::kMagic);
+    EXPECT_EQ(a.header().frame_count, 8u);
+  }
+}
+
+TEST(Arena, RejectsBadGeometry) {
+  Arena a;
+  std::string err;
+  EXPECT_FALSE(a.create(3000, 8, &err));
+  EXPECT_FALSE(err.empty());
+  Arena b;
+  EXPECT_FALSE(b.create(4096, 0, &err));
+}
+
+TEST(Arena, LayoutOffsetsArePositionIndependent) {
+  ArenaLayout l = ArenaLayout::compute(65536, 1000);
+  EXPECT_EQ(l.bucket_count, 2048u);
+  EXPECT_LT(l.frames_offset, l.buckets_offset);
+  EXPECT_LT(l.buckets_offset, l.inodes_offset);
+  EXPECT_LT(l.inodes_offset, l.data_offset);
+  EXPECT_EQ(l.data_offset % 65536, 0u);
+  EXPECT_EQ(l.total_bytes, l.data_offset + 1000 * 65536ull);
+}
+
+class PageIndexTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::string err;
+    ASSERT_TRUE(arena.create(4096, 64, &err)) << err;
+    index = std::make_unique<PageIndex>(arena);
+  }
+  // Gives frame `f` the key and links it.
+  int64_t put(uint32_t f, uint64_t file, uint64_t page) {
+    FrameDesc& d = arena.frame(f);
+    d.file_id = file;
+    d.page = page;
+    return index->insert_or_get(file, page, f, [&] { d.state = kHashed | kUptodate; });
+  }
+  Arena arena;
+  std::unique_ptr<PageIndex> index;
+};
+
+TEST_F(PageIndexTest, FindsWhatWasInserted) {
+  EXPECT_EQ(index->find(1, 0), PageIndex::kNone);
+  EXPECT_EQ(put(3, 1, 0), 3);
+  EXPECT_EQ(put(4, 1, 1), 4);
+  EXPECT_EQ(put(5, 2, 0), 5);
+  EXPECT_EQ(index->find(1, 0), 3);
+  EXPECT_EQ(index->find(1, 1), 4);
+  EXPECT_EQ(index->find(2, 0), 5);
+  EXPECT_EQ(index->find(2, 1), PageIndex::kNone);
+}
+
+TEST_F(PageIndexTest, InsertOfAPresentKeyReturnsTheExistingFrame) {
+  EXPECT_EQ(put(3, 7, 9), 3);
+  bool published = false;
+  FrameDesc& d = arena.frame(6);
+  d.file_id = 7;
+  d.page = 9;
+  EXPECT_EQ(index->insert_or_get(7, 9, 6, [&] { published = true; }), 3);
+  EXPECT_FALSE(published);
+}
+
+TEST_F(PageIndexTest, RemoveUnlinksOnlyThatFrame) {
+  // Force many keys so some share buckets.
+  for (uint32_t f = 0; f < 64; ++f) ASSERT_EQ(put(f, 1 + f % 3, f), f);
+  for (uint32_t f = 0; f < 64; f += 2) {
+    arena.frame(f).state = 0;
+    index->remove(1 + f % 3, f, f);
+  }
+  for (uint32_t f = 0; f < 64; ++f) {
+    if (f % 2)
+      EXPECT_EQ(index->find(1 + f % 3, f), f) << f;
+    else
+      EXPECT_EQ(index->find(1 + f % 3, f), PageIndex::kNone) << f;
+  }
+}
+
+TEST_F(PageIndexTest, HashSpreadsKeys) {
+  EXPECT_NE(PageIndex::hash(1, 0), PageIndex::hash(0, 1));
+  EXPECT_NE(PageIndex::hash(1, 1), PageIndex::hash(1, 2));
+}
+
+}  // namespace
+}  // namespace upcache
