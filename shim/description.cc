@@ -1,0 +1,127 @@
+#include "shim/description.h"
+
+#include <linux/futex.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+
+#include <new>
+
+#include "core/cache.h"
+#include "core/sys.h"
+#include "shim/runtime.h"
+
+namespace upcache::shim {
+
+void FutexLock::lock_slow() {
+  uint32_t c = state_.exchange(2, std::memory_order_acquire);
+  while (c != 0) {
+    sys::raw(SYS_futex, reinterpret_cast<long>(&state_), FUTEX_WAIT_PRIVATE, 2, 0);
+    c = state_.exchange(2, std::memory_order_acquire);
+  }
+}
+
+void FutexLock::wake() {
+  sys::raw(SYS_futex, reinterpret_cast<long>(&state_), FUTEX_WAKE_PRIVATE, 1);
+}
+
+namespace {
+
+// The pool: slabs from mmap, never unmapped; a free list under a spin lock.
+// The lock is never taken by a nested call (t_depth > 1), so a signal handler
+// cannot deadlock on it; other threads hold it for a few instructions.
+constexpr size_t kSlabBytes = 64 << 10;
+
+std::atomic<bool> g_pool_lock{false};
+Description* g_free = nullptr;
+std::atomic<Description*> g_deferred{nullptr};
+
+void pool_lock() {
+  while (g_pool_lock.exchange(true, std::memory_order_acquire)) {
+    while (g_pool_lock.load(std::memory_order_relaxed)) sys::raw(SYS_sched_yield);
+  }
+}
+void pool_unlock() { g_pool_lock.store(false, std::memory_order_release); }
+
+// Called with the pool lock held.
+bool grow() {
+  long p = sys::raw(SYS_mmap, 0, kSlabBytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                    -1, 0);
+  if (p < 0 && p > -4096) return false;
+  auto* base = reinterpret_cast<Description*>(p);
+  size_t n = kSlabBytes / sizeof(Description);
+  for (size_t i = 0; i < n; ++i) {
+    auto* d = new (base + i) Description();
+    d->next_free = g_free;
+    g_free = d;
+  }
+  return true;
+}
+
+void free_now(Description* d) {
+  if (d->file != nullptr && g_cache != nullptr) g_cache->release(d->file);
+  d->file = nullptr;
+  pool_lock();
+  d->next_free = g_free;
+  g_free = d;
+  pool_unlock();
+}
+
+}  // namespace
+
+void Description::unref() {
+  if (refs.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
+  if (t_depth > 1) {
+    // Nested (a signal handler inside the shim): the pool lock or core may be
+    // busy on this very thread. Push on the deferred list (lock-free push;
+    // only description_drain_deferred pops, and it takes the whole list).
+    Description* head = g_deferred.load(std::memory_order_relaxed);
+    do {
+      next_free = head;
+    } while (!g_deferred.compare_exchange_weak(head, this, std::memory_order_release,
+                                               std::memory_order_relaxed));
+    return;
+  }
+  free_now(this);
+}
+
+void description_drain_deferred() {
+  if (g_deferred.load(std::memory_order_relaxed) == nullptr || t_depth > 1) return;
+  Description* d = g_deferred.exchange(nullptr, std::memory_order_acquire);
+  while (d != nullptr) {
+    Description* next = d->next_free;
+    free_now(d);
+    d = next;
+  }
+}
+
+Description* description_new(FileRef* file, const RaState& ra, int status_flags) {
+  description_drain_deferred();
+  pool_lock();
+  if (g_free == nullptr && !grow()) {
+    pool_unlock();
+    return nullptr;
+  }
+  Description* d = g_free;
+  g_free = d->next_free;
+  pool_unlock();
+  d->next_free = nullptr;
+  d->file = file;
+  d->offset.store(0, std::memory_order_relaxed);
+  d->status_flags.store(status_flags, std::memory_order_relaxed);
+  d->kernel_stale.store(false, std::memory_order_relaxed);
+  d->shared.store(false, std::memory_order_relaxed);
+  d->seek_ok_max.store(0xffffffffull, std::memory_order_relaxed);
+  d->pos_lock.reset();
+  d->ra_lock.reset();
+  d->ra = ra;
+  d->ra_initial = ra;
+  // Publish last: a racing try_ref() on recycled memory sees 0 until now.
+  d->refs.store(1, std::memory_order_release);
+  return d;
+}
+
+void description_pool_lock() { pool_lock(); }
+void description_pool_unlock() { pool_unlock(); }
+void description_pool_reset_child() { g_pool_lock.store(false, std::memory_order_relaxed); }
+
+}  // namespace upcache::shim

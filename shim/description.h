@@ -1,0 +1,114 @@
+// Open file descriptions, mirrored in user space.
+//
+// A Description is the shim's copy of the kernel's struct file for a file the
+// cache serves: the cached file (FileRef), the file offset, the status flags,
+// the readahead state and a position lock. dup'd descriptors share one
+// Description (FdTable holds one reference per descriptor).
+//
+// Memory: descriptions live in slabs mapped with mmap and never unmapped.
+// A released description goes back to a free list and is reused; its memory
+// stays a Description forever (type-stable memory). This is what makes the
+// fd table's lock-free lookup safe: a reader that loaded a pointer just before
+// a concurrent close may still touch `refs` (it only increments a non-zero
+// count, then re-checks the table), never freed memory. Nothing here uses the
+// host's malloc.
+//
+// The position lock is the kernel's f_pos_lock: read(), lseek() and the
+// offset-using pass-through calls of one description are serialized, so
+// concurrent read() calls return every byte once. It is a futex mutex that
+// never blocks the thread that holds it: a signal handler that interrupts the
+// shim on the same thread never reaches it, because every wrapper first checks
+// the thread's "in shim" depth (shim/thread_state.h) and a nested call takes the
+// pass-through path.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+
+#include "core/readahead.h"
+
+namespace upcache {
+struct FileRef;
+}
+
+namespace upcache::shim {
+
+// A futex mutex (Drepper's three-state mutex), process-private.
+class FutexLock {
+ public:
+  bool try_lock() {
+    uint32_t expected = 0;
+    return state_.compare_exchange_strong(expected, 1, std::memory_order_acquire,
+                                          std::memory_order_relaxed);
+  }
+  void lock() {
+    if (__builtin_expect(try_lock(), 1)) return;
+    lock_slow();
+  }
+  void unlock() {
+    if (__builtin_expect(state_.exchange(0, std::memory_order_release) != 1, 0)) wake();
+  }
+  // In a child after fork: the threads that held the lock do not exist there.
+  void reset() { state_.store(0, std::memory_order_relaxed); }
+
+ private:
+  void lock_slow();
+  void wake();
+  std::atomic<uint32_t> state_{0};  // 0 free, 1 locked, 2 locked with waiters
+};
+
+struct Description {
+  // Descriptors in the table plus operations in flight. 0: free.
+  std::atomic<uint32_t> refs{0};
+
+  // The kernel's offset of this description is behind `offset` (a cached
+  // read advanced only ours); it must be written with lseek before the kernel
+  // or another process can see it. See shim/kernel_offset.h.
+  std::atomic<bool> kernel_stale{false};
+  // Another process may share this description (after fork, posix_spawn,
+  // system, popen): the kernel's offset is the offset; see kernel_offset.h.
+  std::atomic<bool> shared{false};
+
+  FileRef* file = nullptr;          // one reference, released with the description
+  std::atomic<uint64_t> offset{0};  // the file offset (private mode)
+  std::atomic<int> status_flags{0}; // O_APPEND, O_NONBLOCK, O_DIRECT... (open / F_SETFL)
+  // The largest offset the kernel is known to accept for lseek on this file
+  // (s_maxbytes is at least 4 GiB - 1 on every filesystem; above, ask the kernel).
+  std::atomic<uint64_t> seek_ok_max{0xffffffffull};
+
+  FutexLock pos_lock;  // f_pos_lock: read/lseek/offset-using pass-through
+  FutexLock ra_lock;   // serializes `ra` (pread takes only this one, with try_lock)
+  RaState ra;
+  RaState ra_initial;  // Cache::new_ra_state() at open: the state of a fresh description
+
+  Description* next_free = nullptr;  // free list / deferred release list
+
+  // Takes a reference if the description is live (refs != 0).
+  bool try_ref() {
+    uint32_t n = refs.load(std::memory_order_relaxed);
+    while (n != 0) {
+      if (refs.compare_exchange_weak(n, n + 1, std::memory_order_acquire, std::memory_order_relaxed))
+        return true;
+    }
+    return false;
+  }
+  void ref() { refs.fetch_add(1, std::memory_order_relaxed); }
+  // Drops a reference; the last one releases the FileRef and frees the
+  // description (deferred when called from a nested, signal-handler context).
+  void unref();
+};
+
+// Allocates a description with one reference, or null when memory is out.
+Description* description_new(FileRef* file, const RaState& ra, int status_flags);
+
+// Frees released descriptions whose release had to be deferred (a nested
+// call could not take the pool lock or call into core). Called by wrappers at
+// top level.
+void description_drain_deferred();
+
+// fork: the pool lock is held across fork so the child's free list is whole.
+void description_pool_lock();
+void description_pool_unlock();
+void description_pool_reset_child();
+
+}  // namespace upcache::shim

@@ -1,0 +1,213 @@
+// Coherence: the write family and truncate.
+//
+// The real call runs first; if the descriptor is cached, the pages the call
+// touched are dropped (Cache::invalidate) before the wrapper returns, under
+// the position lock for the offset-using calls. The file offset follows the
+// kernel's rules: the kernel's offset is synced before an offset-using write
+// and ours is set from the result (for O_APPEND and RWF_APPEND, from the
+// kernel's offset after the write: the start of an appending write is only
+// known afterwards, so everything from it to the end is dropped).
+//
+// Writes through a descriptor the cache does not serve (write-only, or a
+// file the cache refused) do not reach pages cached through another
+// descriptor of the same file in this process; truncation does (ftruncate,
+// truncate and O_TRUNC opens look for every cached description of the inode).
+// Other processes' writes are seen at the next open (close-to-open).
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "core/cache.h"
+#include "core/sys.h"
+#include "shim/coherence.h"
+#include "shim/interpose.h"
+#include "shim/kernel_offset.h"
+#include "shim/real_calls.h"
+
+namespace upcache::shim {
+namespace {
+
+bool appends(const Description* d) {
+  return (d->status_flags.load(std::memory_order_relaxed) & O_APPEND) != 0;
+}
+
+// write, writev, pwritev2(-1) on a cached description.
+template <typename Call>
+ssize_t offset_write(int fd, Description* d, bool append, Call call) {
+  PosLockGuard lock(d);
+  bool shared = d->shared.load(std::memory_order_acquire);
+  int64_t pos = 0;
+  if (!shared) {
+    int e = sync_kernel_offset(fd, d);
+    if (e < 0) {
+      errno = -e;
+      return -1;
+    }
+    pos = static_cast<int64_t>(d->offset.load(std::memory_order_relaxed));
+  } else if (!append) {
+    ErrnoKeeper keep;
+    pos = sys::lseek(fd, 0, SEEK_CUR);
+  }
+  ssize_t r = call();
+  if (r <= 0) return r;
+  ErrnoKeeper keep;
+  if (append) {
+    int64_t end = sys::lseek(fd, 0, SEEK_CUR);
+    if (end >= 0) {
+      if (!shared) d->offset.store(static_cast<uint64_t>(end), std::memory_order_relaxed);
+      g_cache->invalidate(d->file, static_cast<uint64_t>(end - r), 0);
+    } else {
+      g_cache->invalidate(d->file, 0, 0);
+    }
+  } else {
+    if (!shared) d->offset.store(static_cast<uint64_t>(pos + r), std::memory_order_relaxed);
+    if (pos >= 0) {
+      g_cache->invalidate(d->file, static_cast<uint64_t>(pos), static_cast<uint64_t>(r));
+    } else {
+      g_cache->invalidate(d->file, 0, 0);
+    }
+  }
+  return r;
+}
+
+// pwrite, pwritev, pwritev2(off >= 0) on a cached description: the bytes
+// went to `off`, or to the end of the file for O_APPEND / RWF_APPEND.
+void positional_written(int fd, Description* d, off_t off, ssize_t r, bool append) {
+  if (r <= 0) return;
+  ErrnoKeeper keep;
+  if (append) {
+    struct stat st {};
+    uint64_t start = 0;
+    if (sys::fstat(fd, &st) == 0 && st.st_size >= r) start = static_cast<uint64_t>(st.st_size - r);
+    g_cache->invalidate(d->file, start, 0);
+  } else {
+    g_cache->invalidate(d->file, static_cast<uint64_t>(off), static_cast<uint64_t>(r));
+  }
+}
+
+// A write arriving while this thread is inside the shim (signal handler): the
+// position lock may be held by this thread. If the kernel's offset is stale,
+// write at our offset with pwrite and advance it; else the kernel's offset is
+// right and the plain call does.
+template <typename Plain, typename At>
+ssize_t nested_write(int fd, Plain plain, At at) {
+  if (!g_ready.load(std::memory_order_acquire) || !nested()) return plain();
+  Scope scope;
+  DescRef d(fd);
+  if (!d || d->shared.load() || !d->kernel_stale.load() || appends(d.get())) return plain();
+  uint64_t pos = d->offset.load(std::memory_order_relaxed);
+  ssize_t r = at(static_cast<off_t>(pos));
+  if (r > 0) {
+    d->offset.compare_exchange_strong(pos, pos + static_cast<uint64_t>(r));
+    ErrnoKeeper keep;
+    g_cache->invalidate(d->file, pos, static_cast<uint64_t>(r));
+  }
+  return r;
+}
+
+ssize_t do_write(int fd, const void* buf, size_t n) {
+  if (!active()) {
+    return nested_write(
+        fd, [&] { return real::write(fd, buf, n); },
+        [&](off_t at) { return real::pwrite64(fd, buf, n, at); });
+  }
+  Scope scope;
+  DescRef d(fd);
+  if (!d) return real::write(fd, buf, n);
+  return offset_write(fd, d.get(), appends(d.get()), [&] { return real::write(fd, buf, n); });
+}
+
+ssize_t do_pwrite(int fd, const void* buf, size_t n, off_t off) {
+  if (!active()) return real::pwrite64(fd, buf, n, off);
+  Scope scope;
+  DescRef d(fd);
+  ssize_t r = real::pwrite64(fd, buf, n, off);
+  if (d) positional_written(fd, d.get(), off, r, appends(d.get()));
+  return r;
+}
+
+ssize_t do_writev(int fd, const iovec* iov, int cnt) {
+  if (!active()) {
+    return nested_write(
+        fd, [&] { return real::writev(fd, iov, cnt); },
+        [&](off_t at) { return real::pwritev64(fd, iov, cnt, at); });
+  }
+  Scope scope;
+  DescRef d(fd);
+  if (!d) return real::writev(fd, iov, cnt);
+  return offset_write(fd, d.get(), appends(d.get()), [&] { return real::writev(fd, iov, cnt); });
+}
+
+ssize_t do_pwritev2(int fd, const iovec* iov, int cnt, off_t off, int flags, bool v2) {
+  auto call = [&] {
+    return v2 ? real::pwritev64v2(fd, iov, cnt, off, flags) : real::pwritev64(fd, iov, cnt, off);
+  };
+  if (!active()) {
+    if (v2 && off == -1) {
+      return nested_write(fd, call, [&](off_t at) { return real::pwritev64v2(fd, iov, cnt, at, flags); });
+    }
+    return call();
+  }
+  Scope scope;
+  DescRef d(fd);
+  if (!d) return call();
+  bool append = appends(d.get()) || (v2 && (flags & RWF_APPEND) != 0);
+  if (v2 && off == -1) return offset_write(fd, d.get(), append, call);
+  ssize_t r = call();
+  positional_written(fd, d.get(), off, r, append);
+  return r;
+}
+
+int do_ftruncate(int fd, off_t len) {
+  int r = real::ftruncate64(fd, len);
+  if (r != 0 || !active()) return r;
+  Scope scope;
+  ErrnoKeeper keep;
+  DescRef d(fd);
+  if (d) {
+    g_cache->invalidate(d->file, static_cast<uint64_t>(len), 0);
+  } else {
+    invalidate_fd_everywhere(fd, static_cast<uint64_t>(len), 0);
+  }
+  return r;
+}
+
+int do_truncate(const char* path, off_t len) {
+  int r = real::truncate64(path, len);
+  if (r != 0 || !active()) return r;
+  Scope scope;
+  ErrnoKeeper keep;
+  invalidate_path_everywhere(path, static_cast<uint64_t>(len), 0);
+  return r;
+}
+
+}  // namespace
+}  // namespace upcache::shim
+
+using namespace upcache::shim;
+
+UPCACHE_EXPORT ssize_t write(int fd, const void* buf, size_t n) { return do_write(fd, buf, n); }
+UPCACHE_EXPORT ssize_t __write(int fd, const void* buf, size_t n) { return do_write(fd, buf, n); }
+UPCACHE_EXPORT ssize_t pwrite(int fd, const void* buf, size_t n, off_t off) {
+  return do_pwrite(fd, buf, n, off);
+}
+UPCACHE_EXPORT ssize_t pwrite64(int fd, const void* buf, size_t n, off_t off) {
+  return do_pwrite(fd, buf, n, off);
+}
+UPCACHE_EXPORT ssize_t writev(int fd, const struct iovec* iov, int cnt) { return do_writev(fd, iov, cnt); }
+UPCACHE_EXPORT ssize_t pwritev(int fd, const struct iovec* iov, int cnt, off_t off) {
+  return do_pwritev2(fd, iov, cnt, off, 0, false);
+}
+UPCACHE_EXPORT ssize_t pwritev64(int fd, const struct iovec* iov, int cnt, off_t off) {
+  return do_pwritev2(fd, iov, cnt, off, 0, false);
+}
+UPCACHE_EXPORT ssize_t pwritev2(int fd, const struct iovec* iov, int cnt, off_t off, int flags) {
+  return do_pwritev2(fd, iov, cnt, off, flags, true);
+}
+UPCACHE_EXPORT ssize_t pwritev64v2(int fd, const struct iovec* iov, int cnt, off_t off, int flags) {
+  return do_pwritev2(fd, iov, cnt, off, flags, true);
+}
+UPCACHE_EXPORT int ftruncate(int fd, off_t len) noexcept { return do_ftruncate(fd, len); }
+UPCACHE_EXPORT int ftruncate64(int fd, off_t len) noexcept { return do_ftruncate(fd, len); }
+UPCACHE_EXPORT int truncate(const char* path, off_t len) noexcept { return do_truncate(path, len); }
+UPCACHE_EXPORT int truncate64(const char* path, off_t len) noexcept { return do_truncate(path, len); }

@@ -1,0 +1,130 @@
+// The library constructor and the process-wide state (runtime.h).
+//
+// This file is the only one of the shim compiled with C++ exceptions: the
+// configuration and Cache::create use std::string and may throw bad_alloc;
+// the catch here keeps any exception from reaching the host. Every other
+// file of the shim is built with -fno-exceptions.
+#include "shim/runtime.h"
+
+#include <sys/auxv.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+
+#include <cstring>
+#include <memory>
+#include <new>
+#include <string>
+
+#include "core/cache.h"
+#include "core/config.h"
+#include "core/stats_segment.h"
+#include "core/stats_sink.h"
+#include "core/sys.h"
+#include "shim/fd_table.h"
+#include "shim/kernel_offset.h"
+#include "shim/real_calls.h"
+
+namespace upcache::shim {
+
+std::atomic<bool> g_ready{false};
+Cache* g_cache = nullptr;
+StatsSink* g_stats = nullptr;
+__thread int t_depth __attribute__((tls_model("initial-exec"))) = 0;
+
+namespace {
+
+alignas(StatsSink) unsigned char g_sink_storage[sizeof(StatsSink)];
+int g_log_level = 1;
+
+void say(const char* text) {
+  size_t n = strlen(text);
+  while (n > 0) {
+    int64_t w = sys::write(2, text, n);
+    if (w <= 0) break;
+    text += w;
+    n -= static_cast<size_t>(w);
+  }
+}
+
+void warn_line(const char* line) {
+  say(line);
+  say("\n");
+}
+
+// The statistics segment (core/stats_segment.h): a named, shared segment
+// in /dev/shm when UPCACHE_STATS is on, else (or if that fails) a private one,
+// so StatsSink always has somewhere to write. A plain global: constant-
+// initialized, trivially destructible, usable from every hook below.
+stats::OwnedSegment g_segment;
+
+bool new_segment(const Config& config) {
+  stats::CreateOptions options;
+  options.page_size = config.page_size;
+  options.capacity_bytes = config.cache_bytes;
+  options.callers_every = config.callers;
+  options.keep = config.stats_keep;
+  if (config.stats && g_segment.create(options) == 0) return true;
+  return g_segment.create_private(options) == 0;
+}
+
+void init() {
+  Scope scope;  // calls made while initializing (allocator, libstdc++) pass through
+  real::resolve_all();
+  try {
+    bool secure = getauxval(AT_SECURE) != 0;
+    Config config = Config::from_env(warn_line, secure);
+    g_log_level = config.log_level;
+    if (config.disabled) return;
+    if (!new_segment(config)) {
+      if (g_log_level >= 1) say("upcache: cannot map the statistics segment; passing every call through\n");
+      return;
+    }
+    g_stats = new (g_sink_storage) StatsSink(g_segment.seg());
+    std::string error;
+    std::unique_ptr<Cache> cache = Cache::create(config, g_stats, &error);
+    if (cache == nullptr) {
+      if (g_log_level >= 1) {
+        say("upcache: cannot create the cache (");
+        say(error.empty() ? "unknown error" : error.c_str());
+        say("); passing every call through\n");
+      }
+      return;
+    }
+    if (!g_fds.init()) {
+      if (g_log_level >= 1) say("upcache: cannot map the descriptor table; passing every call through\n");
+      return;
+    }
+    g_cache = cache.release();  // lives until the process ends: threads may still read at exit
+  } catch (...) {
+    if (g_log_level >= 1) say("upcache: initialization failed; passing every call through\n");
+    return;
+  }
+  install_fork_handlers();
+  g_ready.store(true, std::memory_order_release);
+}
+
+__attribute__((constructor)) void upcache_shim_init() { init(); }
+
+__attribute__((destructor)) void upcache_shim_fini() { g_segment.finish(); }
+
+}  // namespace
+
+void count_passthrough() {
+  if (g_stats != nullptr) g_stats->add(stats::kPassthroughCalls);
+}
+
+// Called from the fork child handler (kernel_offset.cc) with the descriptor
+// table already reset: the backend's threads and descriptors did not survive.
+void runtime_after_fork_child() {
+  Scope scope;
+  if (g_cache != nullptr) g_cache->after_fork_child();
+  if (g_segment.seg() != nullptr) g_segment.after_fork_child();
+}
+
+void runtime_before_exec() { g_segment.before_exec(); }
+void runtime_exec_failed() {
+  if (g_segment.seg() != nullptr) g_segment.exec_failed();
+}
+void runtime_exit() { g_segment.finish(); }
+
+}  // namespace upcache::shim
