@@ -616,6 +616,9 @@ int64_t CacheImpl::read(FileRef* file, RaState& ra, uint64_t pos, const iovec* i
   const uint64_t ps = page_size();
   const uint64_t first = pos >> shift_;
   uint64_t last = (end - 1) >> shift_;  // inclusive
+  // Readahead sizes the request from the read as asked, not as clipped to
+  // end of file (as filemap_get_pages does).
+  const uint64_t ra_last = (pos + want - 1) >> shift_;
   ProbeContext probe{this, file->file_id};
   RaContext ctx;
   ctx.cached = &CacheImpl::ra_probe;
@@ -636,7 +639,7 @@ int64_t CacheImpl::read(FileRef* file, RaState& ra, uint64_t pos, const iovec* i
         error = -EAGAIN;
         break;
       }
-      RaWindow w = ra_on_miss(ra, ctx, p, last + 1 - p);
+      RaWindow w = ra_on_miss(ra, ctx, p, ra_last + 1 - p);
       // The caller needs [p, last]; whatever the window says, those pages are read now.
       uint64_t need_end = last + 1;
       if (w.size == 0 || w.start > p || w.start + w.size < need_end) {
@@ -654,7 +657,7 @@ int64_t CacheImpl::read(FileRef* file, RaState& ra, uint64_t pos, const iovec* i
     if (s & kReadahead) {
       uint64_t old = f.state.fetch_and(~kReadahead, std::memory_order_relaxed);
       if ((old & kReadahead) && !(flags & kReadNoWait)) {
-        RaWindow w = ra_on_marked(ra, ctx, p, first, last + 1 - first);
+        RaWindow w = ra_on_marked(ra, ctx, p, first, ra_last + 1 - first);
         if (w.size > 0) issue(file, w.start, w.size, 0, w.mark);
       }
     }

@@ -56,9 +56,10 @@ TEST_F(ClockTest, ReferencedFramesGetASecondChance) {
   int64_t next = clock.take_victim();
   ASSERT_NE(next, EvictionPolicy::kNone);
   EXPECT_NE(next, 3);
-  for (uint64_t i = 0; i < 8; ++i)
-    if (static_cast<int64_t>(i) != 3 && static_cast<int64_t>(i) != next)
-      EXPECT_FALSE(arena.frame(i).state.load() & kReferenced) << i;
+  for (uint64_t i = 0; i < 8; ++i) {
+    if (static_cast<int64_t>(i) == 3 || static_cast<int64_t>(i) == next) continue;
+    EXPECT_FALSE(arena.frame(i).state.load() & kReferenced) << i;
+  }
 }
 
 }  // namespace

@@ -23,7 +23,9 @@ TEST(Arena, FramesArePageAlignedAndDisjoint) {
       EXPECT_EQ(reinterpret_cast<uintptr_t>(a.frame_data(i)) % ps, 0u);
       // Frames never overlap the metadata or each other.
       EXPECT_GE(a.frame_data(i), reinterpret_cast<char*>(&a.frame(7) + 1));
-      if (i) EXPECT_EQ(a.frame_data(i) - a.frame_data(i - 1), static_cast<ptrdiff_t>(ps));
+      if (i) {
+        EXPECT_EQ(a.frame_data(i) - a.frame_data(i - 1), static_cast<ptrdiff_t>(ps));
+      }
     }
     // The whole arena is writable.
     a.frame_data(7)[ps - 1] = 1;
@@ -98,10 +100,8 @@ TEST_F(PageIndexTest, RemoveUnlinksOnlyThatFrame) {
     index->remove(1 + f % 3, f, f);
   }
   for (uint32_t f = 0; f < 64; ++f) {
-    if (f % 2)
-      EXPECT_EQ(index->find(1 + f % 3, f), f) << f;
-    else
-      EXPECT_EQ(index->find(1 + f % 3, f), PageIndex::kNone) << f;
+    int64_t want = f % 2 ? static_cast<int64_t>(f) : PageIndex::kNone;
+    EXPECT_EQ(index->find(1 + f % 3, f), want) << f;
   }
 }
 
