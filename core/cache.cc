@@ -134,8 +134,8 @@ class CacheImpl final : public Cache {
   void drop_page(uint64_t file_id, uint64_t page);
 
   // --- I/O ---
-  uint64_t issue(FileRef* file, uint64_t start, uint64_t count, uint64_t need_end, uint64_t mark);
-  void submit_run(FileRef* file, uint64_t first_page, const uint32_t* frames, uint32_t n,
+  int64_t issue(FileRef* file, uint64_t start, uint64_t count, uint64_t need_end, uint64_t mark);
+  int64_t submit_run(FileRef* file, uint64_t first_page, const uint32_t* frames, uint32_t n,
                   bool sync);
   void complete_run(uint64_t first_page, const uint32_t* frames, uint32_t n, int64_t result);
   static void on_async_complete(void* ctx, uint64_t cookie, int64_t result);
@@ -464,9 +464,11 @@ void CacheImpl::on_async_complete(void* ctx, uint64_t cookie, int64_t result) {
   r.busy.store(0, std::memory_order_release);
 }
 
-void CacheImpl::submit_run(FileRef* file, uint64_t first_page, const uint32_t* frames, uint32_t n,
-                           bool sync) {
-  if (n == 0) return;
+// Reads a run of claimed frames. Returns the synchronous result (bytes or
+// -errno), or 0 when the run was queued.
+int64_t CacheImpl::submit_run(FileRef* file, uint64_t first_page, const uint32_t* frames, uint32_t n,
+                              bool sync) {
+  if (n == 0) return 0;
   iovec iov[Backend::kMaxIov];
   for (uint32_t i = 0; i < n; ++i) {
     iov[i].iov_base = arena_.frame_data(frames[i]);
@@ -481,26 +483,29 @@ void CacheImpl::submit_run(FileRef* file, uint64_t first_page, const uint32_t* f
       r->file = file;
       memcpy(r->frames, frames, n * sizeof(uint32_t));
       uint64_t cookie = static_cast<uint64_t>(r - requests_);
-      if (backend_->read_async(file->backend, offset, iov, static_cast<int>(n), cookie)) return;
+      if (backend_->read_async(file->backend, offset, iov, static_cast<int>(n), cookie)) return 0;
       r->busy.store(0, std::memory_order_release);
     }
     // The queue is full: read ahead synchronously rather than drop the window.
   }
   int64_t result = backend_->read_sync(file->backend, offset, iov, static_cast<int>(n));
   complete_run(first_page, frames, n, result);
+  return result;
 }
 
 // Claims frames for the missing pages of [start, start + count) and reads
 // them: pages before `need_end` synchronously (the caller waits for them),
 // the rest through the asynchronous queue. `mark` gets the READAHEAD mark.
-// Returns how many pages before `need_end` it read (the caller's misses).
-uint64_t CacheImpl::issue(FileRef* file, uint64_t start, uint64_t count, uint64_t need_end,
+// Returns how many pages before `need_end` it read (the caller's misses), or
+// -errno when reading one of them failed.
+int64_t CacheImpl::issue(FileRef* file, uint64_t start, uint64_t count, uint64_t need_end,
                           uint64_t mark) {
   uint64_t end = start + count;
   uint64_t limit = file_pages(file->size.load(std::memory_order_relaxed));
   if (end > limit) end = limit;
   if (start >= end) return 0;
   uint64_t needed_read = 0;
+  int64_t sync_error = 0;
 
   uint32_t sync_frames[Backend::kMaxIov], async_frames[Backend::kMaxIov];
   uint32_t nsync = 0, nasync = 0;
@@ -517,7 +522,8 @@ uint64_t CacheImpl::issue(FileRef* file, uint64_t start, uint64_t count, uint64_
   auto flush_sync = [&] {
     if (nsync == 0) return;
     if (npending == 4) {
-      submit_run(file, pending[0].first, pending[0].frames, pending[0].n, true);
+      int64_t r = submit_run(file, pending[0].first, pending[0].frames, pending[0].n, true);
+      if (r < 0) sync_error = r;
       memmove(&pending[0], &pending[1], sizeof(Run) * 3);
       --npending;
     }
@@ -576,12 +582,15 @@ uint64_t CacheImpl::issue(FileRef* file, uint64_t start, uint64_t count, uint64_
   }
   flush_sync();
   flush_async();
-  for (int i = 0; i < npending; ++i) submit_run(file, pending[i].first, pending[i].frames, pending[i].n, true);
+  for (int i = 0; i < npending; ++i) {
+    int64_t r = submit_run(file, pending[i].first, pending[i].frames, pending[i].n, true);
+    if (r < 0) sync_error = r;
+  }
   if (readahead) {
     stats_->add(stats::kReadaheadPages, readahead);
     stats_->file_add(file->stats_slot, stats::kFileReadahead, readahead);
   }
-  return needed_read;
+  return sync_error < 0 ? sync_error : static_cast<int64_t>(needed_read);
 }
 
 void CacheImpl::prefetch(FileRef* file, uint64_t offset, uint64_t len) {
@@ -642,10 +651,17 @@ int64_t CacheImpl::read(FileRef* file, RaState& ra, uint64_t pos, const iovec* i
       RaWindow w = ra_on_miss(ra, ctx, p, ra_last + 1 - p);
       // The caller needs [p, last]; whatever the window says, those pages are read now.
       uint64_t need_end = last + 1;
-      if (w.size == 0 || w.start > p || w.start + w.size < need_end) {
-        misses += issue(file, p, need_end - p, need_end, RaWindow::kNoMark);
+      int64_t got = 0, more = 0;
+      if (w.size == 0 || w.start > p || w.start + w.size < need_end)
+        got = issue(file, p, need_end - p, need_end, RaWindow::kNoMark);
+      if (w.size > 0 && got >= 0) more = issue(file, w.start, w.size, need_end, w.mark);
+      if (got < 0 || more < 0) {
+        // The device failed on a page we need: report it (the error is not
+        // cached; a later read tries again).
+        error = got < 0 ? got : more;
+        break;
       }
-      if (w.size > 0) misses += issue(file, w.start, w.size, need_end, w.mark);
+      misses += static_cast<uint64_t>(got + more);
       if (++retries > 64) {
         error = -ENOBUFS;  // no frame could be had for our page
         break;

@@ -88,7 +88,7 @@ TEST_F(CacheTest, ReadsExactBytesAtAnyOffsetAndSize) {
   FileRef* f = open_file(path);
   ASSERT_NE(f, nullptr);
   RaState ra = cache->new_ra_state();
-  for (uint64_t pos : {0ull, 1ull, 4095ull, 4096ull, 70000ull, size - 10, size - 1, size, size + 5})
+  for (uint64_t pos : std::initializer_list<uint64_t>{0, 1, 4095, 4096, 70000, size - 10, size - 1, size, size + 5})
     for (uint64_t n : {1ull, 7ull, 4096ull, 10000ull, 300000ull})
       expect_pattern(f, ra, pos, n, size, 1);
 }
