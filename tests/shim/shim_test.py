@@ -8,7 +8,7 @@ configuration), and compares stdout byte for byte and the exit status.
 usage: shim_test.py --lib LIB --dir DIR [--config default|small] CASE
 
 CASE:  cat | dd | python_read | offsets | coherence | fd_numbers |
-       big_file | exports
+       big_file | exports | c_reader (needs --helper: tests/shim/reader.c)
 --dir  a directory for the test files; the filesystem it is on is the one
        tested (the build directory: ext4; /dev/shm: tmpfs).
 --config small sets UPCACHE_SIZE=1M UPCACHE_PAGE_SIZE=4K (eviction pressure).
@@ -486,10 +486,18 @@ def case_exports(r, d):
         print("ok   exports: exactly the %d interposed names" % len(names))
 
 
+def case_c_reader(r, d):
+    if not r.helper:
+        fail("c_reader needs --helper")
+        return
+    f = make_file(os.path.join(d, "reader.bin"), 3 * 1024 * 1024 + 999, 7)
+    r.compare("C reader (fortified read/pread, errors, errno, signals, threads)", [r.helper, f])
+
+
 CASES = {
     "cat": case_cat, "dd": case_dd, "python_read": case_python_read, "offsets": case_offsets,
     "coherence": case_coherence, "fd_numbers": case_fd_numbers, "big_file": case_big_file,
-    "exports": case_exports,
+    "exports": case_exports, "c_reader": case_c_reader,
 }
 
 
@@ -498,12 +506,15 @@ def main():
     ap.add_argument("--lib", required=True)
     ap.add_argument("--dir", required=True)
     ap.add_argument("--config", choices=sorted(CONFIGS), default="default")
+    ap.add_argument("--helper", help="the reader program (c_reader)")
     ap.add_argument("case", choices=sorted(CASES))
     a = ap.parse_args()
     os.makedirs(a.dir, exist_ok=True)
     workdir = tempfile.mkdtemp(prefix="%s-%s-" % (a.case, a.config), dir=a.dir)
     try:
-        CASES[a.case](Runner(os.path.abspath(a.lib), a.config, workdir), a.dir)
+        runner = Runner(os.path.abspath(a.lib), a.config, workdir)
+        runner.helper = a.helper
+        CASES[a.case](runner, a.dir)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     if failures:
