@@ -279,8 +279,13 @@ int OwnedSegment::create_private(const CreateOptions& options) {
   return 0;
 }
 
+// Is this process the segment's owner? Not in a vfork() child (it shares the
+// parent's memory, segment included) nor in a fork child that did not call
+// after_fork_child(): such a process must not mark or remove the parent's.
+bool OwnedSegment::owner() const { return seg_ != nullptr && seg_->pid == sys::getpid(); }
+
 void OwnedSegment::finish() {
-  if (seg_ == nullptr) return;
+  if (!owner()) return;
   uint64_t zero = 0;
   seg_->end_time_ns.compare_exchange_strong(zero, now_ns(), std::memory_order_relaxed);
   seg_->alive.store(0, std::memory_order_release);
@@ -326,7 +331,7 @@ int OwnedSegment::after_fork_child() {
 }
 
 void OwnedSegment::before_exec() {
-  if (seg_ == nullptr) return;
+  if (!owner()) return;
   seg_->end_time_ns.store(now_ns(), std::memory_order_relaxed);
   seg_->alive.store(0, std::memory_order_release);
   if (named() && !exec_unlinked_ && seg_->keep.load(std::memory_order_acquire) == 0) {
@@ -336,7 +341,7 @@ void OwnedSegment::before_exec() {
 }
 
 int OwnedSegment::exec_failed() {
-  if (seg_ == nullptr) return 0;
+  if (!owner()) return 0;
   int r = 0;
   if (named() && exec_unlinked_) {
     char dir[kSegmentPathMax];
@@ -353,7 +358,7 @@ int OwnedSegment::exec_failed() {
 void OwnedSegment::destroy() {
   if (seg_ == nullptr) return;
   finish();
-  if (named() && !exec_unlinked_) sys::unlinkat(AT_FDCWD, path_, 0);
+  if (owner() && named() && !exec_unlinked_) sys::unlinkat(AT_FDCWD, path_, 0);
   sys::munmap(seg_, segment_map_bytes());
   seg_ = nullptr;
   exec_unlinked_ = false;

@@ -83,16 +83,23 @@ class OwnedSegment {
   // time, marks the segment not alive and, unless header.keep is set, removes
   // the name. The mapping stays, so late counter updates from other threads
   // land harmlessly. Idempotent.
+  //
+  // finish(), before_exec() and exec_failed() do nothing unless the calling
+  // process is the segment's owner (header.pid == getpid()): a vfork() or
+  // posix_spawn() child shares its parent's memory and must not mark or remove
+  // the parent's segment, whatever it calls before exec or exit.
   void finish();
 
-  // In the child right after fork(), before anything else writes counters:
-  // the inherited mapping still shows the parent's segment. Creates the
-  // child's own segment (its pid, ppid = parent, fresh counters, the parent's
-  // page size, capacity, command, run id, keep, and cached_bytes because the
-  // cache arena stays shared) and maps it AT THE SAME ADDRESS, so every
-  // Segment* (StatsSink) stays valid. If that fails, the same address gets a
-  // private zeroed copy instead (returns the error): the parent's numbers are
-  // never touched by the child.
+  // In the child right after fork() (a pthread_atfork child handler, or the
+  // shim's fork wrapper), before anything else writes counters. NEVER in a
+  // vfork()/CLONE_VM child: it would replace the parent's mapping, which that
+  // child shares. The inherited mapping still shows the parent's segment:
+  // this creates the child's own (its pid, ppid = parent, fresh counters, the
+  // parent's page size, capacity, command, run id, keep, and cached_bytes
+  // because the cache arena stays shared) and maps it AT THE SAME ADDRESS, so
+  // every Segment* (StatsSink) stays valid. If that fails, the same address
+  // gets a private zeroed copy instead (returns the error): the parent's
+  // numbers are never touched by the child.
   int after_fork_child();
 
   // Around execve() (and the other exec-family calls): before_exec() marks the
@@ -109,6 +116,7 @@ class OwnedSegment {
 
  private:
   int map_new(const CreateOptions& o, const Segment* copy_from, void* fixed_at);
+  bool owner() const;
 
   Segment* seg_ = nullptr;
   bool exec_unlinked_ = false;

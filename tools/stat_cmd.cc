@@ -507,12 +507,20 @@ int watch(const std::vector<int>& pids, double interval, long count, bool json, 
       return rc != 0 ? rc : (seen_any ? 0 : 1);
     }
     seen_any = seen_any || !procs.empty();
+    // Given pids that have all exited (kept or dead): this report is the last.
+    const bool last_report = !pids.empty() && std::none_of(procs.begin(), procs.end(), [](const Proc& p) {
+      return p.state == WriterState::kRunning;
+    });
     double now = monotonic();
     if (json || prom) {
       std::string s = json ? to_json(procs, false, false) : to_prom(procs);
       fputs(s.c_str(), stdout);
       if (prom) fputs("\n", stdout);
       fflush(stdout);
+      if (last_report) {
+        fprintf(stderr, "%s: no process left to watch\n", kProgram);
+        break;
+      }
       continue;
     }
     Table t({"TIME", "PID", "READS/s", "READ/s", "HIT%", "HITS/s", "MISSES/s", "RA/s", "RA-EFF",
@@ -550,6 +558,10 @@ int watch(const std::vector<int>& pids, double interval, long count, bool json, 
     if (report % 20 != 0) text = text.substr(text.find('\n') + 1);
     fputs(text.c_str(), stdout);
     fflush(stdout);
+    if (last_report) {
+      fprintf(stderr, "%s: no process left to watch\n", kProgram);
+      break;
+    }
   }
   return rc;
 }

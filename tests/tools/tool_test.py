@@ -277,6 +277,13 @@ def test_interval(t):
     stop(p)
     out, err = q.communicate(timeout=30)
     assert q.returncode == 0 and "no process left" in err, (q.returncode, err)
+    # So does one that has exited already (kept): one report, then the end.
+    k, kid, _ = t.writer("--mode", "exit", extra_env={"UPCACHE_STATS_KEEP": "1"})
+    assert k.wait(timeout=30) == 0
+    r = t.tool("stat", "-i", "0.1", str(kid), timeout=30)
+    lines = r.stdout.splitlines()
+    assert len(lines) == 2 and lines[1].split()[1] == f"{kid}(kept)", r.stdout
+    assert "no process left" in r.stderr
 
 
 def run_writers(t, *upcache_args, script=None):

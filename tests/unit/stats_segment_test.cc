@@ -360,6 +360,28 @@ TEST_F(StatsSegmentTest, ForkedChildGetsItsOwnSegmentAtTheSameAddress) {
   own.destroy();
 }
 
+// A vfork() child (or a fork child that never called after_fork_child())
+// shares or inherits the parent's segment: exiting or exec'ing must not mark
+// or remove it.
+TEST_F(StatsSegmentTest, ChildThatIsNotTheOwnerLeavesTheParentsSegmentAlone) {
+  OwnedSegment own;
+  ASSERT_EQ(own.create(options()), 0);
+  pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    own.before_exec();
+    own.exec_failed();
+    own.finish();
+    _exit(0);
+  }
+  int status = 0;
+  ASSERT_EQ(waitpid(child, &status, 0), child);
+  EXPECT_TRUE(exists(own.path()));
+  EXPECT_EQ(own.seg()->alive.load(), 1u);
+  EXPECT_EQ(own.seg()->end_time_ns.load(), 0u);
+  own.destroy();
+}
+
 TEST_F(StatsSegmentTest, ExecFailureBringsTheSegmentBackWithItsCounters) {
   OwnedSegment own;
   ASSERT_EQ(own.create(options()), 0);
