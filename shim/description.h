@@ -11,7 +11,9 @@
 // fd table's lock-free lookup safe: a reader that loaded a pointer just before
 // a concurrent close may still touch `refs` (it only increments a non-zero
 // count, then re-checks the table), never freed memory. Nothing here uses the
-// host's malloc.
+// host's malloc. (Not a mimalloc heap from mi_heap_new: such a heap belongs to
+// the thread that created it, may not be allocated from by other threads,
+// and is deleted when that thread exits, possibly before the last close.)
 //
 // The position lock is the kernel's f_pos_lock: read(), lseek() and the
 // offset-using pass-through calls of one description are serialized, so
