@@ -38,6 +38,9 @@ class Env:
             if k.startswith("UPCACHE_") or k == "LD_PRELOAD":
                 del self.env[k]
         self.env["UPCACHE_STATS_DIR"] = self.dir
+        # Sanitizer builds: upcache itself runs with an LD_PRELOAD in some tests.
+        asan = self.env.get("ASAN_OPTIONS", "")
+        self.env["ASAN_OPTIONS"] = (asan + ":" if asan else "") + "verify_asan_link_order=0"
         self.env["UPCACHE_PAGE_SIZE"] = "16K"
         self.env["UPCACHE_SIZE"] = "256M"
         self.writers = []
