@@ -117,7 +117,9 @@ class CacheImpl final : public Cache {
   int64_t read(FileRef* file, RaState& ra, uint64_t pos, const iovec* iov, int iovcnt,
                unsigned flags) override;
   void invalidate(FileRef* file, uint64_t offset, uint64_t len) override;
+  void invalidate_fd(int fd, uint64_t offset, uint64_t len) override;
   void prefetch(FileRef* file, uint64_t offset, uint64_t len) override;
+  int advise(FileRef* file, RaState& ra, uint64_t offset, uint64_t len, int advice) override;
   bool owns_fd(int fd) const override { return backend_ && backend_->owns_fd(fd); }
   void after_fork_child() override;
 
@@ -132,6 +134,7 @@ class CacheImpl final : public Cache {
   void free_claimed(uint32_t frame);
   void finish_io(uint32_t frame, int64_t bytes);
   void drop_page(uint64_t file_id, uint64_t page);
+  void drop_range(uint64_t file_id, uint64_t offset, uint64_t len, uint64_t size_bound);
 
   // --- I/O ---
   int64_t issue(FileRef* file, uint64_t start, uint64_t count, uint64_t need_end, uint64_t mark);
@@ -744,22 +747,75 @@ int64_t CacheImpl::read(FileRef* file, RaState& ra, uint64_t pos, const iovec* i
   return error;
 }
 
+// Drops the pages holding bytes [offset, offset + len) (len == 0: up to
+// size_bound, the largest size the file is known to have had).
+void CacheImpl::drop_range(uint64_t file_id, uint64_t offset, uint64_t len, uint64_t size_bound) {
+  uint64_t first = offset >> shift_;
+  uint64_t last_excl;
+  if (len == 0) {
+    last_excl = file_pages(size_bound > offset ? size_bound : offset) + 1;
+  } else {
+    last_excl = ((offset + len - 1) >> shift_) + 1;
+  }
+  for (uint64_t p = first; p < last_excl; ++p) drop_page(file_id, p);
+}
+
 void CacheImpl::invalidate(FileRef* file, uint64_t offset, uint64_t len) {
   uint64_t old_size = file->size.load(std::memory_order_relaxed);
   refresh_size(file);
   uint64_t new_size = file->size.load(std::memory_order_relaxed);
-  uint64_t first = offset >> shift_;
-  uint64_t bound = old_size > new_size ? old_size : new_size;
-  uint64_t last_excl;
-  if (len == 0) {
-    last_excl = file_pages(bound > offset ? bound : offset) + 1;
-  } else {
-    last_excl = ((offset + len - 1) >> shift_) + 1;
-  }
+  drop_range(file->file_id, offset, len, old_size > new_size ? old_size : new_size);
   // The page that held the old end of file may now be short of valid bytes:
   // drop it too so it is re-read with the new data.
-  for (uint64_t p = first; p < last_excl; ++p) drop_page(file->file_id, p);
   if (old_size != new_size && old_size > 0) drop_page(file->file_id, (old_size - 1) >> shift_);
+}
+
+void CacheImpl::invalidate_fd(int fd, uint64_t offset, uint64_t len) {
+  struct stat st;
+  if (sys::fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) return;
+  uint64_t new_size = static_cast<uint64_t>(st.st_size);
+  // Every FileRef of this process for that inode (there may be more than one
+  // file id if the file changed between opens) refreshes its size and drops
+  // the pages; pages of ids no FileRef holds are never read again anyway
+  // (the next open revalidates and gets a new id, since mtime changed).
+  pthread_mutex_lock(&files_lock_);
+  for (FileRef* f = files_; f; f = f->next) {
+    if (f->identity.dev != st.st_dev || f->identity.ino != st.st_ino) continue;
+    uint64_t old_size = f->size.exchange(new_size, std::memory_order_relaxed);
+    drop_range(f->file_id, offset, len, old_size > new_size ? old_size : new_size);
+    if (old_size != new_size && old_size > 0) drop_page(f->file_id, (old_size - 1) >> shift_);
+  }
+  pthread_mutex_unlock(&files_lock_);
+}
+
+int CacheImpl::advise(FileRef* file, RaState& ra, uint64_t offset, uint64_t len, int advice) {
+  RaState fresh = new_ra_state();
+  switch (advice) {
+    case POSIX_FADV_NORMAL:
+      ra.ra_pages = fresh.ra_pages;
+      ra.random = false;
+      return 0;
+    case POSIX_FADV_SEQUENTIAL: {
+      uint64_t doubled = 2ull * fresh.ra_pages;
+      uint64_t cap = config_.frame_count() / 2;
+      ra.ra_pages = static_cast<uint32_t>(doubled < cap ? doubled : cap);
+      ra.random = false;
+      return 0;
+    }
+    case POSIX_FADV_RANDOM:
+      ra.random = true;
+      return 0;
+    case POSIX_FADV_WILLNEED:
+      prefetch(file, offset, len == 0 ? file->size.load(std::memory_order_relaxed) : len);
+      return 0;
+    case POSIX_FADV_DONTNEED:
+      drop_range(file->file_id, offset, len, file->size.load(std::memory_order_relaxed));
+      return 0;
+    case POSIX_FADV_NOREUSE:
+      return 0;
+    default:
+      return -EINVAL;
+  }
 }
 
 void CacheImpl::after_fork_child() {

@@ -68,9 +68,22 @@ class Cache {
   // touched and re-reads the file size before returning.
   virtual void invalidate(FileRef* file, uint64_t offset, uint64_t len) = 0;
 
+  // The program wrote through a descriptor the cache does not serve (write-
+  // only, O_DIRECT, or a file it refused): drops the pages of that inode's
+  // bytes [offset, offset + len) (len == 0: to the end) if any are cached,
+  // and refreshes the size this process knows. Costs one fstat.
+  virtual void invalidate_fd(int fd, uint64_t offset, uint64_t len) = 0;
+
   // Starts reading [offset, offset + len) without waiting (readahead(2),
   // POSIX_FADV_WILLNEED).
   virtual void prefetch(FileRef* file, uint64_t offset, uint64_t len) = 0;
+
+  // posix_fadvise on a cached description, acting on upcache's own state as
+  // the kernel's acts on its own: NORMAL restores the default window,
+  // SEQUENTIAL doubles it, RANDOM stops readahead, WILLNEED prefetches,
+  // DONTNEED drops the range's cached pages, NOREUSE does nothing.
+  // Returns 0 or -EINVAL for an unknown advice.
+  virtual int advise(FileRef* file, RaState& ra, uint64_t offset, uint64_t len, int advice) = 0;
 
   // Is `fd` one of the cache's own descriptors (backend)?
   virtual bool owns_fd(int fd) const = 0;

@@ -323,3 +323,67 @@ TEST_F(CacheTest, ForkedChildSharesTheCache) {
 
 }  // namespace
 }  // namespace upcache
+
+namespace upcache {
+namespace {
+
+TEST_F(CacheTest, WriteThroughAnotherDescriptorDropsPages) {
+  make_cache(8 << 20, 4096);
+  std::string path = dir + "/f";
+  ASSERT_TRUE(write_pattern_file(path, 30000, 14));
+  FileRef* f = open_file(path);
+  ASSERT_NE(f, nullptr);
+  RaState ra = cache->new_ra_state();
+  expect_pattern(f, ra, 0, 30000, 30000, 14);
+  int w = open(path.c_str(), O_WRONLY | O_APPEND);
+  ASSERT_GE(w, 0);
+  std::vector<char> more(5000);
+  fill_pattern(more, 30000, 14);
+  ASSERT_EQ(write(w, more.data(), more.size()), 5000);
+  cache->invalidate_fd(w, 30000, 5000);
+  close(w);
+  w = open(path.c_str(), O_WRONLY);  // (pwrite on O_APPEND appends on Linux)
+  ASSERT_EQ(pwrite(w, "xyz", 3, 100), 3);
+  cache->invalidate_fd(w, 100, 3);
+  close(w);
+  std::vector<char> buf(40000);
+  ASSERT_EQ(read_at(f, ra, 0, buf), 35000);
+  EXPECT_EQ(std::string(buf.data() + 100, 3), "xyz");
+  for (uint64_t i = 103; i < 35000; ++i) ASSERT_EQ(static_cast<uint8_t>(buf[i]), pattern_byte(i, 14)) << i;
+}
+
+TEST_F(CacheTest, AdviceActsOnTheReadaheadState) {
+  make_cache(64 << 20, 4096, 128 << 10);
+  std::string path = dir + "/f";
+  ASSERT_TRUE(write_pattern_file(path, 1 << 20, 15));
+  FileRef* f = open_file(path);
+  ASSERT_NE(f, nullptr);
+  RaState ra = cache->new_ra_state();
+  EXPECT_EQ(ra.ra_pages, 32u);
+  EXPECT_EQ(cache->advise(f, ra, 0, 0, POSIX_FADV_SEQUENTIAL), 0);
+  EXPECT_EQ(ra.ra_pages, 64u);
+  EXPECT_EQ(cache->advise(f, ra, 0, 0, POSIX_FADV_RANDOM), 0);
+  EXPECT_TRUE(ra.random);
+  EXPECT_EQ(cache->advise(f, ra, 0, 0, POSIX_FADV_NORMAL), 0);
+  EXPECT_FALSE(ra.random);
+  EXPECT_EQ(ra.ra_pages, 32u);
+  EXPECT_EQ(cache->advise(f, ra, 0, 0, 99), -EINVAL);
+  // RANDOM: a miss reads exactly what is asked, no readahead.
+  cache->advise(f, ra, 0, 0, POSIX_FADV_RANDOM);
+  expect_pattern(f, ra, 0, 4096, 1 << 20, 15);
+  expect_pattern(f, ra, 4096, 4096, 1 << 20, 15);
+  EXPECT_EQ(counter(stats::kReadaheadPages), 0u);
+  EXPECT_EQ(counter(stats::kMisses), 2u);
+  // WILLNEED: the range is read ahead of the reader; later reads only hit.
+  cache->advise(f, ra, 65536, 65536, POSIX_FADV_WILLNEED);
+  uint64_t misses = counter(stats::kMisses);
+  expect_pattern(f, ra, 65536, 65536, 1 << 20, 15);
+  EXPECT_EQ(counter(stats::kMisses), misses);
+  // DONTNEED: the pages go; reading them again misses.
+  cache->advise(f, ra, 65536, 65536, POSIX_FADV_DONTNEED);
+  expect_pattern(f, ra, 65536, 4096, 1 << 20, 15);
+  EXPECT_EQ(counter(stats::kMisses), misses + 1);
+}
+
+}  // namespace
+}  // namespace upcache
