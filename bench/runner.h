@@ -1,0 +1,45 @@
+// Running one measurement: the mode, dropping caches, finding libupcache.so,
+// generating the test file, and spawning the worker process.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "bench/workload.h"
+
+namespace upcache::bench {
+
+enum class Mode { kKernelCold, kKernelWarm, kUpcacheCold, kUpcacheWarm, kLimit };
+constexpr Mode kAllModes[] = {Mode::kKernelCold, Mode::kKernelWarm, Mode::kUpcacheCold,
+                              Mode::kUpcacheWarm, Mode::kLimit};
+const char* mode_name(Mode m);          // "kernel-cold", ..., "limit"
+bool parse_mode(const std::string& s, Mode* out);
+inline bool is_cold(Mode m) { return m == Mode::kKernelCold || m == Mode::kUpcacheCold; }
+inline bool is_upcache(Mode m) { return m == Mode::kUpcacheCold || m == Mode::kUpcacheWarm; }
+
+struct Sample {
+  double seconds = 0;
+  uint64_t bytes = 0;
+  long maxrss_kib = 0;
+};
+
+// --lib, else $UPCACHE_LIB, else <exe dir>/../shim/libupcache.so (build
+// tree), <exe dir>/../lib[/multiarch]/libupcache.so, the install libdir.
+bool find_library(const std::string& flag, std::string* out, std::string* error);
+
+// Drops `path` from the kernel's page cache: sync + /proc/sys/vm/drop_caches
+// when permitted, else fdatasync + posix_fadvise(DONTNEED). Returns the
+// method used ("drop_caches" or "fadvise").
+std::string drop_caches(const std::string& path);
+
+// Creates `path` with `size` bytes of pseudo-random data unless it already
+// exists with exactly that size.
+bool make_file(const std::string& path, uint64_t size, std::string* error);
+
+// Runs the worker for workload `w` (already sized) in mode `m`; `lib` is the
+// library preloaded in upcache modes. Cold modes drop caches first.
+bool run_worker(const Workload& w, Mode m, const std::string& target, const std::string& lib,
+                uint64_t seed, Sample* out, std::string* error);
+
+}  // namespace upcache::bench
