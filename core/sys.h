@@ -8,10 +8,12 @@
 #pragma once
 
 #include <fcntl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -101,6 +103,20 @@ inline int mmap_errno(void* p) { return static_cast<int>(-reinterpret_cast<long>
 inline int munmap(void* addr, uint64_t len) {
   return static_cast<int>(raw(SYS_munmap, reinterpret_cast<long>(addr), static_cast<long>(len)));
 }
+// prlimit64 (pid 0: self); glibc's struct rlimit is the kernel's rlimit64 on 64-bit.
+inline int prlimit(int pid, int resource, const struct rlimit* new_limit, struct rlimit* old_limit) {
+  return static_cast<int>(raw(SYS_prlimit64, pid, resource, reinterpret_cast<long>(new_limit),
+                              reinterpret_cast<long>(old_limit)));
+}
+inline int eventfd(unsigned initval, int flags) {
+  return static_cast<int>(raw(SYS_eventfd2, initval, flags));
+}
+inline int nanosleep_ns(uint64_t ns) {
+  struct timespec ts = {static_cast<time_t>(ns / 1000000000ull), static_cast<long>(ns % 1000000000ull)};
+  return static_cast<int>(raw(SYS_nanosleep, reinterpret_cast<long>(&ts), 0));
+}
+inline void sched_yield() { raw(SYS_sched_yield); }
+inline int prctl(int option, long arg2) { return static_cast<int>(raw(SYS_prctl, option, arg2)); }
 inline int getpid() { return static_cast<int>(raw(SYS_getpid)); }
 inline int getppid() { return static_cast<int>(raw(SYS_getppid)); }
 inline unsigned geteuid() { return static_cast<unsigned>(raw(SYS_geteuid)); }

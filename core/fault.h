@@ -1,0 +1,69 @@
+// Fault injection for the backend (UPCACHE_FAULT, tests only).
+//
+// The syntax is documented in core/backend.h:
+//   eio=N[-M]      reads touching file page(s) N..M (in cache pages) fail with EIO
+//   eio_once=N     the first read touching page N fails with EIO, later ones succeed
+//   short=N        every read returns at most N bytes (the backend must loop)
+//   einval_at=OFF  O_DIRECT reads at or past byte OFF fail with EINVAL (tests fallback)
+//   nodirect       open_file refuses O_DIRECT as a filesystem would (EINVAL)
+// N, M are page numbers; short and einval_at take sizes ("4096", "64K").
+// Several eio / eio_once entries may be given (up to kMaxEntries each);
+// unknown or malformed entries are ignored.
+//
+// Faults are applied to the result of each real system call (preadv, or one
+// io_uring completion), so the synchronous path and both engines see exactly
+// the same faults: the read really happens, then its result is replaced.
+// "Touching" means the byte range the call asked for, [offset, offset + len),
+// whatever the file size. For einval_at a direct read whose range reaches
+// byte OFF or beyond fails.
+//
+// Thread-safe: parse once, then filter() from any thread (eio_once entries
+// fire exactly once, with an atomic exchange). No allocation.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+
+namespace upcache {
+
+class FaultSpec {
+ public:
+  static constexpr int kMaxEntries = 8;
+
+  FaultSpec() = default;
+  FaultSpec(const FaultSpec&) = delete;
+  FaultSpec& operator=(const FaultSpec&) = delete;
+
+  // Parses `text` (may be null or empty: no faults). `page_size` converts
+  // page numbers to bytes.
+  void parse(const char* text, uint64_t page_size);
+
+  bool active() const { return active_; }
+  bool nodirect() const { return nodirect_; }
+  uint64_t short_max() const { return short_max_; }
+
+  // Returns the result the call should report. `res` is what the kernel
+  // returned for a read of [offset, offset + len); `direct` tells whether the
+  // read used O_DIRECT and `align` is its alignment: short=N on a direct
+  // read is rounded down to the alignment (at least one unit), as the
+  // kernel's own short direct reads are, so the continuation stays aligned.
+  int64_t filter(uint64_t offset, uint64_t len, bool direct, uint64_t align, int64_t res);
+
+ private:
+  bool touches(uint64_t first_page, uint64_t last_page, uint64_t offset, uint64_t len) const;
+
+  bool active_ = false;
+  bool nodirect_ = false;
+  uint64_t page_size_ = 1;
+  uint64_t short_max_ = 0;  // 0: off
+  bool einval_ = false;
+  uint64_t einval_at_ = 0;
+  int eio_count_ = 0;
+  uint64_t eio_first_[kMaxEntries] = {};
+  uint64_t eio_last_[kMaxEntries] = {};
+  int once_count_ = 0;
+  uint64_t once_page_[kMaxEntries] = {};
+  std::atomic<bool> once_fired_[kMaxEntries] = {};
+};
+
+}  // namespace upcache
