@@ -31,11 +31,15 @@ extern "C" [[noreturn]] void __chk_fail(void);
 namespace upcache::shim {
 namespace {
 
-// access_ok() of x86-64: the range [base, base + len) lies in user space.
+// The range [base, base + len) lies below the lowest user-space limit of
+// x86-64 (TASK_SIZE_MAX with 4-level paging). A range that does not is
+// handed to the kernel, whose access_ok() decides (EFAULT, or fine with
+// 5-level paging): the shim never guesses the limit.
 inline bool user_range_ok(const void* base, size_t len) {
+  constexpr uint64_t kUserMax = (1ull << 47) - 4096;
   uint64_t start = reinterpret_cast<uint64_t>(base);
   uint64_t end = start + len;
-  return end >= start && static_cast<int64_t>(end) >= 0;
+  return end >= start && end <= kUserMax;
 }
 
 inline int64_t from_libc(ssize_t r) { return r < 0 ? -errno : r; }
@@ -139,9 +143,7 @@ ssize_t do_read(int fd, void* buf, size_t n) {
   }
   int saved = errno;
   int64_t r;
-  if (!user_range_ok(buf, n)) {
-    r = -EFAULT;
-  } else if (reads_pass_through(d.get())) {
+  if (!user_range_ok(buf, n) || reads_pass_through(d.get())) {
     PosLockGuard lock(d.get());
     r = offset_read_passthrough(fd, d.get(), [&] { return real::read(fd, buf, n); });
   } else if (n == 0) {
@@ -165,9 +167,7 @@ ssize_t do_pread(int fd, void* buf, size_t n, off_t off) {
   int64_t r;
   if (off < 0) {
     r = -EINVAL;
-  } else if (!user_range_ok(buf, n)) {
-    r = -EFAULT;
-  } else if (reads_pass_through(d.get())) {
+  } else if (!user_range_ok(buf, n) || reads_pass_through(d.get())) {
     count_passthrough();
     r = from_libc(real::pread64(fd, buf, n, off));
   } else if (n == 0) {
@@ -182,6 +182,8 @@ ssize_t do_pread(int fd, void* buf, size_t n, off_t off) {
 // Checks an iovec array as import_iovec does. Returns the number of segments
 // to use (the array may be replaced by `clamped`, whose total is cut to
 // MAX_RW_COUNT) or -errno.
+constexpr int kIovToKernel = -100000;  // let the kernel check this array
+
 int check_iov(const iovec* iov, int cnt, const iovec** use, iovec* clamped) {
   if (cnt < 0 || cnt > kMaxIov) return -EINVAL;
   *use = iov;
@@ -190,7 +192,7 @@ int check_iov(const iovec* iov, int cnt, const iovec** use, iovec* clamped) {
   for (int i = 0; i < cnt; ++i) {
     size_t len = iov[i].iov_len;
     if (static_cast<ssize_t>(len) < 0) return -EINVAL;
-    if (!user_range_ok(iov[i].iov_base, len)) return -EFAULT;
+    if (!user_range_ok(iov[i].iov_base, len)) return kIovToKernel;
     if (len > kMaxRwCount - total) {
       len = kMaxRwCount - total;
       clamp = true;
@@ -227,8 +229,8 @@ ssize_t do_readv(int fd, const iovec* iov, int cnt) {
   iovec clamped[kMaxIov];
   const iovec* use = nullptr;
   int64_t r = check_iov(iov, cnt, &use, clamped);
-  if (r >= 0) {
-    if (reads_pass_through(d.get())) {
+  if (r >= 0 || r == kIovToKernel) {
+    if (r == kIovToKernel || reads_pass_through(d.get())) {
       PosLockGuard lock(d.get());
       r = offset_read_passthrough(fd, d.get(), [&] { return real::readv(fd, iov, cnt); });
     } else if (iov_empty(use, cnt)) {
@@ -273,7 +275,15 @@ ssize_t do_preadv2(int fd, const iovec* iov, int cnt, off_t off, int flags, bool
     const iovec* use = nullptr;
     r = check_iov(iov, cnt, &use, clamped);
     unsigned rflags = (flags & RWF_NOWAIT) ? static_cast<unsigned>(kReadNoWait) : 0u;
-    if (r < 0) {
+    if (r == kIovToKernel) {
+      if (at_offset) {
+        PosLockGuard lock(d.get());
+        r = offset_read_passthrough(fd, d.get(), pass);
+      } else {
+        count_passthrough();
+        r = from_libc(pass());
+      }
+    } else if (r < 0) {
     } else if (iov_empty(use, cnt)) {
       r = 0;
     } else if (at_offset) {

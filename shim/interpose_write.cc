@@ -85,6 +85,32 @@ void positional_written(int fd, Description* d, off_t off, ssize_t r, bool appen
   }
 }
 
+// A write through a descriptor opened through a wrapper but not served by the
+// cache (write-only, O_DIRECT, refused): the pages of the same inode cached
+// through other descriptors of this process are dropped (Cache::invalidate_fd,
+// one fstat). `start` kAtEnd: an appending positional write; -1: the write used the file offset, which the kernel
+// has moved past the bytes written (one lseek; a pipe or socket answers
+// ESPIPE and nothing is cached for it). Descriptors the shim never saw
+// opened (inherited, pipes, sockets) are left alone: no system call is added.
+constexpr int64_t kAtEnd = -2;
+
+void uncached_written(int fd, const DescRef& d, int64_t start, ssize_t r) {
+  if (r <= 0 || !d.looked_at()) return;
+  ErrnoKeeper keep;
+  if (start >= 0 && (sys::fcntl(fd, F_GETFL) & O_APPEND) != 0) start = kAtEnd;
+  if (start == kAtEnd) {
+    // pwrite on an O_APPEND descriptor, RWF_APPEND: the bytes went to the end.
+    struct stat st {};
+    if (sys::fstat(fd, &st) != 0 || st.st_size < r) return;
+    start = st.st_size - r;
+  } else if (start < 0) {
+    int64_t end = sys::lseek(fd, 0, SEEK_CUR);
+    if (end < r) return;
+    start = end - r;
+  }
+  g_cache->invalidate_fd(fd, static_cast<uint64_t>(start), static_cast<uint64_t>(r));
+}
+
 // A write arriving while this thread is inside the shim (signal handler): the
 // position lock may be held by this thread. If the kernel's offset is stale,
 // write at our offset with pwrite and advance it; else the kernel's offset is
@@ -113,7 +139,11 @@ ssize_t do_write(int fd, const void* buf, size_t n) {
   }
   Scope scope;
   DescRef d(fd);
-  if (!d) return real::write(fd, buf, n);
+  if (!d) {
+    ssize_t r = real::write(fd, buf, n);
+    uncached_written(fd, d, -1, r);
+    return r;
+  }
   return offset_write(fd, d.get(), appends(d.get()), [&] { return real::write(fd, buf, n); });
 }
 
@@ -122,7 +152,11 @@ ssize_t do_pwrite(int fd, const void* buf, size_t n, off_t off) {
   Scope scope;
   DescRef d(fd);
   ssize_t r = real::pwrite64(fd, buf, n, off);
-  if (d) positional_written(fd, d.get(), off, r, appends(d.get()));
+  if (d) {
+    positional_written(fd, d.get(), off, r, appends(d.get()));
+  } else {
+    uncached_written(fd, d, off, r);
+  }
   return r;
 }
 
@@ -134,7 +168,11 @@ ssize_t do_writev(int fd, const iovec* iov, int cnt) {
   }
   Scope scope;
   DescRef d(fd);
-  if (!d) return real::writev(fd, iov, cnt);
+  if (!d) {
+    ssize_t r = real::writev(fd, iov, cnt);
+    uncached_written(fd, d, -1, r);
+    return r;
+  }
   return offset_write(fd, d.get(), appends(d.get()), [&] { return real::writev(fd, iov, cnt); });
 }
 
@@ -150,7 +188,12 @@ ssize_t do_pwritev2(int fd, const iovec* iov, int cnt, off_t off, int flags, boo
   }
   Scope scope;
   DescRef d(fd);
-  if (!d) return call();
+  if (!d) {
+    ssize_t r = call();
+    // RWF_APPEND, or a pwrite on an O_APPEND descriptor, wrote at the end.
+    uncached_written(fd, d, v2 && off == -1 ? -1 : v2 && (flags & RWF_APPEND) ? kAtEnd : off, r);
+    return r;
+  }
   bool append = appends(d.get()) || (v2 && (flags & RWF_APPEND) != 0);
   if (v2 && off == -1) return offset_write(fd, d.get(), append, call);
   ssize_t r = call();

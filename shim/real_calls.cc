@@ -54,7 +54,8 @@ long lo(off_t off) { return static_cast<long>(static_cast<uint64_t>(off)); }
   X(pwritev64) X(pwritev64v2) X(open64) X(openat64) X(__open64_2) X(__openat64_2) X(creat64)     \
   X(close) X(close_range) X(lseek64) X(dup) X(dup2) X(dup3) X(fcntl64) X(ftruncate64)            \
   X(truncate64) X(fclose) X(freopen64) X(fork) X(execve) X(execv) X(execvp) X(execvpe)           \
-  X(fexecve) X(execveat) X(posix_spawn) X(posix_spawnp) X(system) X(popen) X(_exit)
+  X(fexecve) X(execveat) X(posix_spawn) X(posix_spawnp) X(system) X(popen) X(_exit)     \
+  X(fallocate64) X(posix_fadvise64) X(readahead) X(sendfile64) X(copy_file_range) X(splice)
 
 UPCACHE_REAL_NAMES(UPCACHE_SLOT)
 
@@ -165,6 +166,34 @@ int fcntl64(int fd, int cmd, void* arg) {
 int ftruncate64(int fd, off_t len) {
   if (auto f = UPCACHE_FN(ftruncate64, int (*)(int, off_t))) return f(fd, len);
   return static_cast<int>(libc_ret(sys::raw(SYS_ftruncate, fd, len)));
+}
+int fallocate64(int fd, int mode, off_t off, off_t len) {
+  if (auto f = UPCACHE_FN(fallocate64, int (*)(int, int, off_t, off_t))) return f(fd, mode, off, len);
+  return static_cast<int>(libc_ret(sys::raw(SYS_fallocate, fd, mode, off, len)));
+}
+int posix_fadvise64(int fd, off_t off, off_t len, int advice) {
+  if (auto f = UPCACHE_FN(posix_fadvise64, int (*)(int, off_t, off_t, int))) return f(fd, off, len, advice);
+  return static_cast<int>(-sys::raw(SYS_fadvise64, fd, off, len, advice));
+}
+ssize_t readahead(int fd, off_t off, size_t count) {
+  if (auto f = UPCACHE_FN(readahead, ssize_t (*)(int, off_t, size_t))) return f(fd, off, count);
+  return libc_ret(sys::raw(SYS_readahead, fd, off, static_cast<long>(count)));
+}
+ssize_t sendfile64(int out, int in, off_t* off, size_t count) {
+  if (auto f = UPCACHE_FN(sendfile64, ssize_t (*)(int, int, off_t*, size_t))) return f(out, in, off, count);
+  return libc_ret(sys::raw(SYS_sendfile, out, in, reinterpret_cast<long>(off), static_cast<long>(count)));
+}
+ssize_t copy_file_range(int in, loff_t* off_in, int out, loff_t* off_out, size_t len, unsigned flags) {
+  if (auto f = UPCACHE_FN(copy_file_range, ssize_t (*)(int, loff_t*, int, loff_t*, size_t, unsigned)))
+    return f(in, off_in, out, off_out, len, flags);
+  return libc_ret(sys::raw(SYS_copy_file_range, in, reinterpret_cast<long>(off_in), out,
+                           reinterpret_cast<long>(off_out), static_cast<long>(len), flags));
+}
+ssize_t splice(int in, loff_t* off_in, int out, loff_t* off_out, size_t len, unsigned flags) {
+  if (auto f = UPCACHE_FN(splice, ssize_t (*)(int, loff_t*, int, loff_t*, size_t, unsigned)))
+    return f(in, off_in, out, off_out, len, flags);
+  return libc_ret(sys::raw(SYS_splice, in, reinterpret_cast<long>(off_in), out,
+                           reinterpret_cast<long>(off_out), static_cast<long>(len), flags));
 }
 int truncate64(const char* path, off_t len) {
   if (auto f = UPCACHE_FN(truncate64, int (*)(const char*, off_t))) return f(path, len);

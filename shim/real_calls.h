@@ -58,6 +58,12 @@ int dup3(int fd, int fd2, int flags);
 int fcntl64(int fd, int cmd, void* arg);
 int ftruncate64(int fd, off_t len);
 int truncate64(const char* path, off_t len);
+int fallocate64(int fd, int mode, off_t off, off_t len);
+int posix_fadvise64(int fd, off_t off, off_t len, int advice);  // returns the error number
+ssize_t readahead(int fd, off_t off, size_t count);
+ssize_t sendfile64(int out, int in, off_t* off, size_t count);
+ssize_t copy_file_range(int in, loff_t* off_in, int out, loff_t* off_out, size_t len, unsigned flags);
+ssize_t splice(int in, loff_t* off_in, int out, loff_t* off_out, size_t len, unsigned flags);
 
 int fclose(FILE* stream);
 FILE* freopen64(const char* path, const char* mode, FILE* stream);

@@ -72,6 +72,10 @@ def drop_from_page_cache(path):
 class Runner:
     def __init__(self, lib, config, workdir):
         self.lib = lib
+        # Sanitizer builds: the sanitizer runtime must be loaded first.
+        runtime = os.environ.get("SANITIZER_PRELOAD", "")
+        if runtime:
+            self.lib = runtime + ":" + self.lib
         self.config = config
         self.workdir = workdir
         self.stats_dir = os.path.join(workdir, "stats")
@@ -470,7 +474,8 @@ read __read __read_chk pread pread64 __pread_chk __pread64_chk readv preadv prea
 preadv64v2 lseek lseek64 open open64 openat openat64 __open_2 __open64_2 __openat_2 __openat64_2
 creat creat64 close close_range closefrom dup dup2 dup3 fcntl fcntl64 fclose freopen freopen64
 write __write pwrite pwrite64 writev pwritev pwritev64 pwritev2 pwritev64v2 ftruncate ftruncate64
-truncate truncate64 fork vfork execve execv execvp execvpe execl execlp execle fexecve execveat
+truncate truncate64 fallocate fallocate64 posix_fadvise posix_fadvise64 readahead
+sendfile sendfile64 copy_file_range splice fork vfork execve execv execvp execvpe execl execlp execle fexecve execveat
 posix_spawn posix_spawnp system popen _exit _Exit
 """.split())
 
