@@ -93,7 +93,7 @@ void size_workload(Workload* w, uint64_t file_size, bool cold) {
     case Kind::kThreads:
     case Kind::kZipf:
       if (w->ops == 0)
-        w->ops = cold ? std::clamp<uint64_t>((64ull << 20) / bs, 256, 4000)
+        w->ops = cold ? std::clamp<uint64_t>((64ull << 20) / bs, 256, 1000)
                       : std::clamp<uint64_t>((256ull << 20) / bs, 256, 65536);
       break;
     case Kind::kHotScan:
