@@ -28,6 +28,7 @@
 //   fcntl_dupfd H MIN | fcntl_dupfd_cloexec H MIN
 //   getfl H | setfl H FLAGS
 //   pipe                           two handles (read end, write end), O_NONBLOCK
+//                                  (kept by setfl: nothing in a run may block)
 //   read H LEN [badbuf] | pread H LEN OFF [badbuf]
 //   readv H LENS [CNT] | preadv H OFF LENS [CNT] | preadv2 H OFF FLAGS LENS [CNT]
 //       (preadv2 with RWF_NOWAIT: an EAGAIN or short result is completed by
@@ -54,6 +55,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <linux/falloc.h>
+#include <signal.h>
 #include <spawn.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -332,7 +334,10 @@ static void run_tokens(char** tok, int ntok) {
     result(r, e, 0, "", fd, -1);
   } else if (strcmp(c, "setfl") == 0) {
     int fd = fd_of(ARG(1));
-    r = fcntl(fd, F_SETFL, (int)flags_of(ARG(2)));
+    int fl = (int)flags_of(ARG(2));
+    struct stat st;
+    if (fstat(fd, &st) == 0 && S_ISFIFO(st.st_mode)) fl |= O_NONBLOCK;  // never block the run
+    r = fcntl(fd, F_SETFL, fl);
     e = errno;
     result(r, e, 0, "", fd, -1);
   } else if (strcmp(c, "pipe") == 0) {
@@ -396,7 +401,7 @@ static void run_tokens(char** tok, int ntok) {
             long long more = preadv2(fd, rest, m, off == -1 ? -1 : off + first, flags & ~RWF_NOWAIT);
             r = more < 0 ? (first > 0 ? first : more) : first + more;
           }
-          snprintf(extra, sizeof extra, "(nowait completed)");
+          if (r >= 0) snprintf(extra, sizeof extra, "(nowait completed)");
         }
       }
     }
@@ -606,7 +611,7 @@ static const char* k_open_flags[] = {
   "O_RDONLY", "O_RDONLY", "O_RDONLY", "O_RDWR", "O_WRONLY", "O_RDWR|O_APPEND", "O_WRONLY|O_APPEND",
   "O_RDONLY|O_DIRECT", "O_RDWR|O_CREAT", "O_RDONLY|O_NOATIME", "O_RDONLY|O_CLOEXEC",
 };
-static const char* k_rwf[] = {"0", "RWF_HIPRI", "RWF_NOWAIT", "0x100", "RWF_DSYNC", "RWF_APPEND"};
+static const char* k_rwf[] = {"0", "RWF_HIPRI", "RWF_NOWAIT", "0x40000000", "RWF_DSYNC", "RWF_APPEND"};
 static const char* k_whence[] = {"SEEK_SET", "SEEK_CUR", "SEEK_END", "SEEK_DATA", "SEEK_HOLE", "7"};
 static const char* k_advice[] = {"POSIX_FADV_NORMAL", "POSIX_FADV_RANDOM", "POSIX_FADV_SEQUENTIAL",
                                  "POSIX_FADV_WILLNEED", "POSIX_FADV_DONTNEED", "POSIX_FADV_NOREUSE", "99"};
@@ -682,7 +687,7 @@ static void gen_call(char* out, size_t cap, int* nh, int depth) {
   } else if (w < 89) {
     char a[32] = "-";
     if (rr(2)) snprintf(a, sizeof a, "%lld", roff());
-    snprintf(out, cap, "splice %s %s %s - %lld", h, a, h2, rsize());
+    snprintf(out, cap, "splice %s %s %s - %lld SPLICE_F_NONBLOCK", h, a, h2, rsize());
   } else if (w < 90) {
     snprintf(out, cap, "pipe");
     *nh += 2;
@@ -725,6 +730,7 @@ int main(int argc, char** argv) {
   g_buf = mmap(NULL, BUF_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (g_buf == MAP_FAILED) return 2;
   setvbuf(stdout, NULL, _IOFBF, 1 << 16);
+  signal(SIGPIPE, SIG_IGN);  // a write to a pipe without readers: EPIPE
   const char* dir = NULL;
   FILE* in = NULL;
   int only_gen = 0;

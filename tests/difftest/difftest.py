@@ -75,7 +75,7 @@ class Runner:
             shutil.rmtree(d, ignore_errors=True)
             p = subprocess.run([self.driver, "--dir", d] + args, env=self.env(preload),
                                input=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               timeout=600)
+                               timeout=120)
             outs.append(p)
         plain, pre = outs
         self.runs += 1
@@ -101,6 +101,33 @@ class Runner:
                   flush=True)
         return True
 
+    def differs(self, script):
+        """True when the script's output differs plain vs preloaded (quietly)."""
+        q, self.a.quiet = self.a.quiet, True
+        import io, contextlib
+        with contextlib.redirect_stdout(io.StringIO()):
+            ok = self.run_one("minimize", ["-"], stdin=script.encode())
+        self.a.quiet = q
+        self.failures -= 0 if ok else 1
+        return not ok
+
+    def minimize(self, lines):
+        """Delta debugging: a smallest subsequence of lines that still differs."""
+        n = 2
+        while len(lines) >= 2:
+            chunk = max(1, len(lines) // n)
+            reduced = False
+            for i in range(0, len(lines), chunk):
+                trial = lines[:i] + lines[i + chunk:]
+                if trial and self.differs("".join(trial)):
+                    lines, n, reduced = trial, max(n - 1, 2), True
+                    break
+            if not reduced:
+                if chunk == 1:
+                    break
+                n = min(len(lines), n * 2)
+        return lines
+
     def close(self):
         shutil.rmtree(self.work, ignore_errors=True)
 
@@ -115,9 +142,25 @@ def main():
     ap.add_argument("--calls", type=int, default=300)
     ap.add_argument("--soak", type=float, help="seconds")
     ap.add_argument("--quiet", action="store_true")
+    ap.add_argument("--minimize", action="store_true",
+                    help="with --seeds or one SCRIPT: print a smallest failing subsequence")
     ap.add_argument("scripts", nargs="*")
     a = ap.parse_args()
     r = Runner(a)
+    if a.minimize:
+        if a.seeds:
+            seed = int(a.seeds.partition("-")[0])
+            text = subprocess.run([r.driver, "--gen", str(seed), str(a.calls)],
+                                  stdout=subprocess.PIPE, text=True, check=True).stdout
+        else:
+            text = open(a.scripts[0]).read()
+        lines = [l + "\n" for l in text.splitlines() if l.strip() and not l.startswith("#")]
+        if not r.differs("".join(lines)):
+            print("no difference to minimize")
+            return 0
+        print("".join(r.minimize(lines)), end="")
+        r.close()
+        return 0
     try:
         for s in a.scripts:
             with open(s, "rb") as f:
