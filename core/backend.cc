@@ -151,12 +151,16 @@ class BackendImpl final : public Backend, private IoHost {
   }
   static void operator delete(void* p) { backend_free(p); }
 
-  // The engine (threads, ring) starts with the first file, so a process that
-  // never reads a cached file pays nothing for it. Under files_mu_.
+  // The engine (threads, ring) starts with the first asynchronous read, so a
+  // process that never reads ahead pays nothing for it, and no thread is ever
+  // started from inside open(): other libraries open files while they hold
+  // their own locks (ASan opens /proc/self/exe during its initialisation, with
+  // its thread registry locked), and a pthread_create there deadlocks.
+  // Under files_mu_.
   void ensure_engine_locked() {
-    if (engine_started_) return;
-    engine_started_ = true;
+    if (engine_started_.load(std::memory_order_relaxed)) return;
     engine_.store(start_engine(), std::memory_order_release);
+    engine_started_.store(true, std::memory_order_release);
   }
   void ensure_engine() {
     pthread_mutex_lock(&files_mu_);
@@ -258,7 +262,6 @@ class BackendImpl final : public Backend, private IoHost {
     f->next = files_;
     if (files_) files_->prev = f;
     files_ = f;
-    ensure_engine_locked();
     pthread_mutex_unlock(&files_mu_);
     return f;
   }
@@ -312,6 +315,10 @@ class BackendImpl final : public Backend, private IoHost {
   bool read_async(BackendFile* f, uint64_t offset, const iovec* iov, int n,
                   uint64_t cookie) override {
     IoEngine* engine = engine_.load(std::memory_order_acquire);
+    if (!engine && !engine_started_.load(std::memory_order_acquire)) {
+      ensure_engine();
+      engine = engine_.load(std::memory_order_acquire);
+    }
     if (!engine || !iov || n <= 0 || n > kMaxIov) return false;
     int slot = claim_slot();
     if (slot < 0) return false;
@@ -347,7 +354,7 @@ class BackendImpl final : public Backend, private IoHost {
     // parent. The files' descriptors were inherited (they share the open file
     // descriptions with the parent, O_DIRECT flag included).
     if (IoEngine* e = engine_.exchange(nullptr)) e->abandon_after_fork();  // leaked, see io_engine.h
-    engine_started_ = false;
+    engine_started_.store(false, std::memory_order_relaxed);
     free_mask_.store(~0ull, std::memory_order_relaxed);
     outstanding_.store(0, std::memory_order_relaxed);
     pthread_mutex_init(&files_mu_, nullptr);
@@ -359,7 +366,6 @@ class BackendImpl final : public Backend, private IoHost {
                       std::memory_order_relaxed);
       }
     }
-    if (files_) ensure_engine();
   }
 
  private:
@@ -543,7 +549,7 @@ class BackendImpl final : public Backend, private IoHost {
   FaultSpec faults_;
   FdReserve fds_;
   std::atomic<IoEngine*> engine_{nullptr};
-  bool engine_started_ = false;  // under files_mu_
+  std::atomic<bool> engine_started_{false};  // set under files_mu_
   pthread_mutex_t files_mu_;
   BackendFile* files_ = nullptr;
   alignas(64) std::atomic<uint64_t> free_mask_{~0ull};
