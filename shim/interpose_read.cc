@@ -50,6 +50,21 @@ inline int64_t from_libc(ssize_t r) { return r < 0 ? -errno : r; }
 // The cache answers -ENOBUFS when it could not get a frame (every one pinned
 // or in flight): the kernel serves that read, at the same position.
 int64_t serve(int fd, Description* d, uint64_t pos, const iovec* iov, int cnt, unsigned flags) {
+  // rw_verify_area(): pos + count must not overflow loff_t.
+  uint64_t total = 0;
+  for (int i = 0; i < cnt; ++i) total += iov[i].iov_len;
+  if (pos > static_cast<uint64_t>(INT64_MAX) - total) return -EINVAL;
+  if (flags & kReadNoWait) {
+    // Not every filesystem takes RWF_NOWAIT (tmpfs: EOPNOTSUPP): ask the
+    // kernel with a one-byte probe, whose answer is exact for that.
+    char probe;
+    iovec v{&probe, 1};
+    int saved = errno;
+    ssize_t p = real::preadv64v2(fd, &v, 1, 0, RWF_NOWAIT);
+    int e = errno;
+    errno = saved;
+    if (p < 0 && e == EOPNOTSUPP) return -EOPNOTSUPP;
+  }
   int64_t r;
   if (d->ra_lock.try_lock()) {
     r = g_cache->read(d->file, d->ra, pos, iov, cnt, flags);
