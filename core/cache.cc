@@ -130,6 +130,7 @@ class CacheImpl final : public Cache {
   int64_t find_pinned(uint64_t file_id, uint64_t page);
   bool present(uint64_t file_id, uint64_t page) const;
   uint64_t wait_io(FrameDesc& f);
+  void reap_dead_owner(int pid);
   int64_t claim_frame();
   void free_claimed(uint32_t frame);
   void finish_io(uint32_t frame, int64_t bytes);
@@ -345,19 +346,29 @@ uint64_t CacheImpl::wait_io(FrameDesc& f) {
       // ever complete this read. Fail it so the caller retries.
       int owner = f.io_owner.load(std::memory_order_relaxed);
       if (owner != pid_ && owner > 0 && !sys::pid_alive(owner)) {
-        uint64_t page = f.page.load(std::memory_order_relaxed);
-        uint64_t file_id = f.file_id.load(std::memory_order_relaxed);
-        uint64_t expect = s;
-        if (f.state.compare_exchange_strong(expect, (s & ~(kIo | kHashed | kWaiters | kReadahead | kUnread)) | kError,
-                                            std::memory_order_acq_rel)) {
-          index_->remove(file_id, page, static_cast<uint32_t>(&f - &arena_.frame(0)));
-          futex_wake_all(low_word(&f.state));
-        }
+        reap_dead_owner(owner);
         s = f.state.load(std::memory_order_acquire);
       }
     }
   }
   return s;
+}
+
+// A process died with reads in flight (SIGKILL, or exit with readahead
+// queued): nobody will complete them. Fail every frame it owned at once, so
+// their waiters read the pages again themselves instead of each waiting out
+// its own timeout. Rare; a scan of the descriptors is fine.
+void CacheImpl::reap_dead_owner(int pid) {
+  for (uint64_t i = 0; i < arena_.frame_count(); ++i) {
+    FrameDesc& f = arena_.frame(i);
+    uint64_t s = f.state.load(std::memory_order_acquire);
+    if (!(s & kIo) || f.io_owner.load(std::memory_order_relaxed) != pid) continue;
+    uint64_t next = (s & ~(kIo | kHashed | kWaiters | kReadahead | kUnread)) | kError;
+    if (!f.state.compare_exchange_strong(s, next, std::memory_order_acq_rel)) continue;
+    index_->remove(f.file_id.load(std::memory_order_relaxed), f.page.load(std::memory_order_relaxed),
+                   static_cast<uint32_t>(i));
+    futex_wake_all(low_word(&f.state));
+  }
 }
 
 int64_t CacheImpl::claim_frame() {
@@ -689,9 +700,15 @@ int64_t CacheImpl::read(FileRef* file, RaState& ra, uint64_t pos, const iovec* i
       s = wait_io(f);
     }
     if (s & kError) {
+      // Someone else's read of this page failed (readahead, or a process
+      // that died with it in flight). Like filemap_read, read it again
+      // ourselves: only a failure of our own synchronous read is reported.
       unpin(f);
-      error = -EIO;
-      break;
+      if (++retries > 64) {
+        error = -EIO;
+        break;
+      }
+      continue;
     }
     if (s & kUnread) {
       uint64_t old = f.state.fetch_and(~kUnread, std::memory_order_relaxed);

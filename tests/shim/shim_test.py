@@ -72,6 +72,7 @@ def drop_from_page_cache(path):
 class Runner:
     def __init__(self, lib, config, workdir):
         self.lib = lib
+        self.lib_file = lib  # the library itself (self.lib may gain a prefix)
         # Sanitizer builds: the sanitizer runtime must be loaded first.
         runtime = os.environ.get("SANITIZER_PRELOAD", "")
         if runtime:
@@ -481,7 +482,7 @@ posix_spawn posix_spawnp system popen _exit _Exit
 
 
 def case_exports(r, d):
-    p = subprocess.run(["nm", "-D", "--defined-only", r.lib], stdout=subprocess.PIPE, text=True,
+    p = subprocess.run(["nm", "-D", "--defined-only", r.lib_file], stdout=subprocess.PIPE, text=True,
                        check=True)
     names = {line.split()[-1] for line in p.stdout.splitlines() if line.strip()}
     extra, missing = names - EXPORTS, EXPORTS - names

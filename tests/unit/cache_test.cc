@@ -387,3 +387,36 @@ TEST_F(CacheTest, AdviceActsOnTheReadaheadState) {
 
 }  // namespace
 }  // namespace upcache
+
+namespace upcache {
+namespace {
+
+// A forked worker queues readahead and dies before it completes (here: exits
+// at once; SIGKILL is the same to the others). Nobody will ever complete
+// those reads; readers of the shared arena must not wait forever nor see a
+// short read: they read the pages themselves.
+TEST_F(CacheTest, ChildDyingWithReadsInFlightDoesNotStallOthers) {
+  make_cache(64 << 20, 65536, 4 << 20);
+  const uint64_t size = 16 << 20;
+  std::string path = dir + "/f";
+  ASSERT_TRUE(write_pattern_file(path, size, 16));
+  FileRef* f = open_file(path);
+  ASSERT_NE(f, nullptr);
+  for (int round = 0; round < 3; ++round) {
+    pid_t pid = fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+      cache->after_fork_child();
+      cache->prefetch(f, 0, size);
+      _exit(0);  // no drain: the reads are still in flight
+    }
+    int status = 0;
+    ASSERT_EQ(waitpid(pid, &status, 0), pid);
+    RaState ra = cache->new_ra_state();
+    expect_pattern(f, ra, 0, size, size, 16);
+    cache->invalidate(f, 0, 0);  // next round starts cold
+  }
+}
+
+}  // namespace
+}  // namespace upcache
