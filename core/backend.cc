@@ -286,6 +286,11 @@ class BackendImpl final : public Backend, private IoHost {
     backend_delete(f);
   }
 
+  int stat(BackendFile* f, struct stat* st) override {
+    if (!f) return -EBADF;
+    return sys::fstat(f->fd, st);
+  }
+
   int64_t file_size(BackendFile* f) override {
     if (!f) return -EBADF;
     struct stat st;

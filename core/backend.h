@@ -28,6 +28,7 @@
 //   nodirect       open_file refuses O_DIRECT as a filesystem would (EINVAL)
 #pragma once
 
+#include <sys/stat.h>
 #include <sys/uio.h>
 
 #include <cstdint>
@@ -73,6 +74,8 @@ class Backend {
   // The file's current size in bytes (fstat on the backend's descriptor), or
   // -errno. The cache asks when a read reaches its idea of end of file.
   virtual int64_t file_size(BackendFile* file) = 0;
+  // fstat on the backend's descriptor: 0 or -errno.
+  virtual int stat(BackendFile* file, struct stat* st) = 0;
 
   // True when `file` reads with O_DIRECT (false: buffered fallback).
   virtual bool is_direct(const BackendFile* file) const = 0;

@@ -136,6 +136,7 @@ class CacheImpl final : public Cache {
   void finish_io(uint32_t frame, int64_t bytes);
   void drop_page(uint64_t file_id, uint64_t page);
   void drop_range(uint64_t file_id, uint64_t offset, uint64_t len, uint64_t size_bound);
+  void invalidate_inode(const struct stat& st, uint64_t offset, uint64_t len);
 
   // --- I/O ---
   int64_t issue(FileRef* file, uint64_t start, uint64_t count, uint64_t need_end, uint64_t mark);
@@ -203,6 +204,18 @@ bool CacheImpl::init(std::string* error) {
 
 // ---------------------------------------------------------------- files
 
+FileIdentity identity_of(const struct stat& st, uint64_t generation) {
+  FileIdentity id;
+  id.dev = st.st_dev;
+  id.ino = st.st_ino;
+  id.generation = generation;
+  id.size = static_cast<uint64_t>(st.st_size);
+  id.mtime_ns = st.st_mtim.tv_sec * 1000000000ll + st.st_mtim.tv_nsec;
+  id.ctime_ns = st.st_ctim.tv_sec * 1000000000ll + st.st_ctim.tv_nsec;
+  return id;
+}
+
+
 FileRef* CacheImpl::attach(int fd, const char* path, int open_flags) {
   int access = open_flags & O_ACCMODE;
   if (access == O_WRONLY || (open_flags & (O_DIRECT | O_PATH))) return nullptr;
@@ -228,14 +241,9 @@ FileRef* CacheImpl::attach(int fd, const char* path, int open_flags) {
     if (!config_.exclude.empty() && matches_prefix(name, config_.exclude)) return nullptr;
   }
 
-  FileIdentity id;
-  id.dev = st.st_dev;
-  id.ino = st.st_ino;
-  id.size = static_cast<uint64_t>(st.st_size);
-  id.mtime_ns = st.st_mtim.tv_sec * 1000000000ll + st.st_mtim.tv_nsec;
-  id.ctime_ns = st.st_ctim.tv_sec * 1000000000ll + st.st_ctim.tv_nsec;
   int generation = 0;
-  if (sys::ioctl(fd, FS_IOC_GETVERSION, &generation) == 0) id.generation = static_cast<uint32_t>(generation);
+  if (sys::ioctl(fd, FS_IOC_GETVERSION, &generation) != 0) generation = 0;
+  FileIdentity id = identity_of(st, static_cast<uint32_t>(generation));
   uint64_t file_id = inodes_->validate(id);
 
   pthread_mutex_lock(&files_lock_);
@@ -777,32 +785,41 @@ void CacheImpl::drop_range(uint64_t file_id, uint64_t offset, uint64_t len, uint
   for (uint64_t p = first; p < last_excl; ++p) drop_page(file_id, p);
 }
 
-void CacheImpl::invalidate(FileRef* file, uint64_t offset, uint64_t len) {
-  uint64_t old_size = file->size.load(std::memory_order_relaxed);
-  refresh_size(file);
-  uint64_t new_size = file->size.load(std::memory_order_relaxed);
-  drop_range(file->file_id, offset, len, old_size > new_size ? old_size : new_size);
-  // The page that held the old end of file may now be short of valid bytes:
-  // drop it too so it is re-read with the new data.
-  if (old_size != new_size && old_size > 0) drop_page(file->file_id, (old_size - 1) >> shift_);
-}
-
-void CacheImpl::invalidate_fd(int fd, uint64_t offset, uint64_t len) {
-  struct stat st;
-  if (sys::fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) return;
+// The program changed bytes of an inode (`st` is its state after the
+// change). Every FileRef of this process for that inode — there may be
+// several file ids if the file changed between opens — drops the pages
+// touched and takes the new size; the page that held an old end of file is
+// dropped too, since it may now be short of valid bytes. The inode table
+// records the new attributes, so the next open keeps the file id (and the
+// pages the change left valid) instead of treating the file as replaced.
+void CacheImpl::invalidate_inode(const struct stat& st, uint64_t offset, uint64_t len) {
   uint64_t new_size = static_cast<uint64_t>(st.st_size);
-  // Every FileRef of this process for that inode (there may be more than one
-  // file id if the file changed between opens) refreshes its size and drops
-  // the pages; pages of ids no FileRef holds are never read again anyway
-  // (the next open revalidates and gets a new id, since mtime changed).
   pthread_mutex_lock(&files_lock_);
   for (FileRef* f = files_; f; f = f->next) {
     if (f->identity.dev != st.st_dev || f->identity.ino != st.st_ino) continue;
     uint64_t old_size = f->size.exchange(new_size, std::memory_order_relaxed);
     drop_range(f->file_id, offset, len, old_size > new_size ? old_size : new_size);
     if (old_size != new_size && old_size > 0) drop_page(f->file_id, (old_size - 1) >> shift_);
+    f->identity = identity_of(st, f->identity.generation);
+    inodes_->update(f->file_id, f->identity);
   }
   pthread_mutex_unlock(&files_lock_);
+}
+
+void CacheImpl::invalidate(FileRef* file, uint64_t offset, uint64_t len) {
+  struct stat st;
+  if (backend_->stat(file->backend, &st) < 0) {
+    // Cannot tell the new size: forget everything cached for this file id.
+    drop_range(file->file_id, 0, 0, file->size.load(std::memory_order_relaxed));
+    return;
+  }
+  invalidate_inode(st, offset, len);
+}
+
+void CacheImpl::invalidate_fd(int fd, uint64_t offset, uint64_t len) {
+  struct stat st;
+  if (sys::fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) return;
+  invalidate_inode(st, offset, len);
 }
 
 int CacheImpl::advise(FileRef* file, RaState& ra, uint64_t offset, uint64_t len, int advice) {
