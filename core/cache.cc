@@ -24,6 +24,7 @@
 
 #include "core/arena.h"
 #include "core/backend.h"
+#include "core/copy_guard.h"
 #include "core/eviction.h"
 #include "core/frame.h"
 #include "core/futex.h"
@@ -747,7 +748,13 @@ int64_t CacheImpl::read(FileRef* file, RaState& ra, uint64_t pos, const iovec* i
       }
       continue;
     }
-    out.copy_out(arena_.frame_data(i) + from, to - from);
+    if (!guarded_copy_out(out, arena_.frame_data(i) + from, to - from)) {
+      // The program's buffer is bad: like the kernel, report what was
+      // copied before this page, or EFAULT.
+      unpin(f);
+      error = -EFAULT;
+      break;
+    }
     unpin(f);
     done += to - from;
     ++p;

@@ -420,3 +420,57 @@ TEST_F(CacheTest, ChildDyingWithReadsInFlightDoesNotStallOthers) {
 
 }  // namespace
 }  // namespace upcache
+
+#include <signal.h>
+#include <sys/mman.h>
+
+#include "core/copy_guard.h"
+
+namespace upcache {
+namespace {
+
+void recover_or_die(int sig, siginfo_t*, void*) {
+  copy_guard_recover(sig);
+  signal(sig, SIG_DFL);
+  raise(sig);
+}
+
+// A bad buffer inside the address space: EFAULT (or the bytes copied before
+// the bad part), never a crash, and the cache stays usable.
+TEST_F(CacheTest, BadBufferIsEfaultNotACrash) {
+  make_cache(8 << 20, 4096);
+  std::string path = dir + "/f";
+  ASSERT_TRUE(write_pattern_file(path, 100000, 17));
+  FileRef* f = open_file(path);
+  ASSERT_NE(f, nullptr);
+  struct sigaction sa {}, old_segv{}, old_bus{};
+  sa.sa_sigaction = recover_or_die;
+  sa.sa_flags = SA_SIGINFO;
+  ASSERT_EQ(sigaction(SIGSEGV, &sa, &old_segv), 0);
+  ASSERT_EQ(sigaction(SIGBUS, &sa, &old_bus), 0);
+  long ps = sysconf(_SC_PAGESIZE);
+  char* m = static_cast<char*>(mmap(nullptr, 3 * ps, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
+  ASSERT_NE(m, MAP_FAILED);
+  ASSERT_EQ(mprotect(m + ps, ps, PROT_NONE), 0);
+  RaState ra = cache->new_ra_state();
+  // Entirely bad: EFAULT.
+  iovec bad{m + ps, 100};
+  EXPECT_EQ(cache->read(f, ra, 0, &bad, 1), -EFAULT);
+  // Read-only memory is bad too.
+  ASSERT_EQ(mprotect(m + 2 * ps, ps, PROT_READ), 0);
+  iovec ro{m + 2 * ps, 100};
+  EXPECT_EQ(cache->read(f, ra, 0, &ro, 1), -EFAULT);
+  // Good, then bad: the good part is returned (a cache page at a time).
+  iovec two[2] = {{m, 4096}, {m + ps, 4096}};
+  int64_t got = cache->read(f, ra, 0, two, 2);
+  EXPECT_EQ(got, 4096);
+  for (int i = 0; i < 4096; ++i) ASSERT_EQ(static_cast<uint8_t>(m[i]), pattern_byte(i, 17));
+  // Still serving, nothing left pinned.
+  expect_pattern(f, ra, 0, 100000, 100000, 17);
+  sigaction(SIGSEGV, &old_segv, nullptr);
+  sigaction(SIGBUS, &old_bus, nullptr);
+  munmap(m, 3 * ps);
+}
+
+}  // namespace
+}  // namespace upcache
