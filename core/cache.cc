@@ -663,6 +663,7 @@ int64_t CacheImpl::read(FileRef* file, RaState& ra, uint64_t pos, const iovec* i
   uint64_t misses = 0;  // pages this read had to read itself
   int64_t error = 0;
   unsigned retries = 0;
+  bool alone = false;  // read the pages still missing one at a time
 
   for (uint64_t p = first; p <= last;) {
     int64_t i = find_pinned(file->file_id, p);
@@ -671,14 +672,22 @@ int64_t CacheImpl::read(FileRef* file, RaState& ra, uint64_t pos, const iovec* i
         error = -EAGAIN;
         break;
       }
-      RaWindow w = ra_on_miss(ra, ctx, p, ra_last + 1 - p);
+      // After a failed run, pages are read one at a time and without
+      // readahead (as filemap_read retries the first page of a failed batch
+      // alone): the bytes before a bad page are returned, only the failure
+      // of the page at the read position is reported.
+      RaWindow w = alone ? RaWindow{} : ra_on_miss(ra, ctx, p, ra_last + 1 - p);
       // The caller needs [p, last]; whatever the window says, those pages are read now.
-      uint64_t need_end = last + 1;
+      uint64_t need_end = alone ? p + 1 : last + 1;
       int64_t got = 0, more = 0;
       if (w.size == 0 || w.start > p || w.start + w.size < need_end)
         got = issue(file, p, need_end - p, need_end, RaWindow::kNoMark);
       if (w.size > 0 && got >= 0) more = issue(file, w.start, w.size, need_end, w.mark);
       if (got < 0 || more < 0) {
+        if (!alone) {
+          alone = true;
+          continue;
+        }
         // The device failed on a page we need: report it (the error is not
         // cached; a later read tries again).
         error = got < 0 ? got : more;
