@@ -222,6 +222,7 @@ FileRef* CacheImpl::attach(int fd, const char* path, int open_flags) {
   if (access == O_WRONLY || (open_flags & (O_DIRECT | O_PATH))) return nullptr;
   struct stat st;
   if (sys::fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) return nullptr;
+  if (static_cast<uint64_t>(st.st_size) < config_.min_file_bytes) return nullptr;
   struct statfs sfs;
   if (sys::fstatfs(fd, &sfs) < 0 || pseudo_filesystem(sfs.f_type)) return nullptr;
 
@@ -468,7 +469,6 @@ AsyncRequest* CacheImpl::take_request() {
 void CacheImpl::complete_run(uint64_t first_page, const uint32_t* frames, uint32_t n, int64_t result) {
   (void)first_page;
   const int64_t ps = static_cast<int64_t>(page_size());
-  if (result < 0) stats_->add(stats::kIoErrors);
   for (uint32_t i = 0; i < n; ++i) {
     int64_t bytes = result;
     if (result >= 0) {

@@ -44,8 +44,8 @@ class Cache {
 
   // The program has `fd` open (opened from `path`, which may be null) with
   // `open_flags`. Decides whether its reads are served from the cache: a
-  // regular file on a real filesystem, allowed by UPCACHE_INCLUDE/EXCLUDE,
-  // readable. Validates the inode (dev, ino, generation, size, mtime, ctime):
+  // regular file on a real filesystem, at least UPCACHE_MIN_FILE bytes long,
+  // allowed by UPCACHE_INCLUDE/EXCLUDE, readable. Validates the inode (dev, ino, generation, size, mtime, ctime):
   // a changed or recycled inode gets a new file id, so old pages are never
   // served. Returns a FileRef with one reference, or null (pass through).
   virtual FileRef* attach(int fd, const char* path, int open_flags) = 0;

@@ -124,6 +124,7 @@ Config Config::from_env(void (*warn)(const char*), bool secure) {
   r.size("UPCACHE_PAGE_SIZE", kMinPageSize, kMaxPageSize, true, &c.page_size);
   r.size("UPCACHE_SIZE", 1ull << 20, 1ull << 46, false, &c.cache_bytes);
   r.size("UPCACHE_RA_MAX", 0, 1ull << 30, false, &c.ra_max_bytes);
+  r.size("UPCACHE_MIN_FILE", 0, 1ull << 46, false, &c.min_file_bytes);
   if (c.cache_bytes < 4 * c.page_size) c.cache_bytes = 4 * c.page_size;
   c.cache_bytes -= c.cache_bytes % c.page_size;
   c.ra_max_bytes -= c.ra_max_bytes % c.page_size;

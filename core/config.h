@@ -20,12 +20,19 @@ struct Config {
   static constexpr uint64_t kDefaultCacheBytes = 1ull << 30;       // 1 GiB
   static constexpr uint64_t kDefaultPageSize = 64ull << 10;        // 64 KiB
   static constexpr uint64_t kDefaultRaMaxBytes = 4ull << 20;       // 4 MiB
+  static constexpr uint64_t kDefaultMinFileBytes = 64ull << 10;    // 64 KiB
   static constexpr uint64_t kMinPageSize = 4096;
   static constexpr uint64_t kMaxPageSize = 2ull << 20;
 
   uint64_t cache_bytes = kDefaultCacheBytes;  // UPCACHE_SIZE
   uint64_t page_size = kDefaultPageSize;      // UPCACHE_PAGE_SIZE
   uint64_t ra_max_bytes = kDefaultRaMaxBytes; // UPCACHE_RA_MAX (0 disables)
+  // UPCACHE_MIN_FILE: files smaller than this at open are left to the kernel.
+  // Small files (interpreter modules, locale data, shared-library headers)
+  // are read once, whole, and are usually warm in the kernel's cache; caching
+  // them costs an O_DIRECT descriptor, a cold disk read and a whole frame
+  // each, and saves nothing. 0 caches every regular file.
+  uint64_t min_file_bytes = kDefaultMinFileBytes;
   DirectMode direct = DirectMode::kAuto;      // UPCACHE_DIRECT=auto|on|off
   AsyncEngine async_engine = AsyncEngine::kAuto;  // UPCACHE_ASYNC=auto|uring|threads
   unsigned io_threads = 4;                    // UPCACHE_IO_THREADS (thread engine)

@@ -28,7 +28,7 @@ import time
 
 CONFIGS = {
     "default": {},
-    "small": {"UPCACHE_SIZE": "1M", "UPCACHE_PAGE_SIZE": "4K"},
+    "small": {"UPCACHE_SIZE": "1M", "UPCACHE_PAGE_SIZE": "4K", "UPCACHE_MIN_FILE": "0"},
 }
 
 

@@ -26,7 +26,7 @@ import tempfile
 
 CONFIGS = {
     "default": {},
-    "small": {"UPCACHE_SIZE": "1M", "UPCACHE_PAGE_SIZE": "4K"},
+    "small": {"UPCACHE_SIZE": "1M", "UPCACHE_PAGE_SIZE": "4K", "UPCACHE_MIN_FILE": "0"},
 }
 
 failures = []

@@ -40,6 +40,7 @@ void run(const Scenario& s, uint64_t seed) {
   memset(static_cast<void*>(seg.get()), 0, sizeof(stats::Segment));
   StatsSink sink(seg.get());
   Config c;
+  c.min_file_bytes = 0;
   c.cache_bytes = s.cache_bytes;
   c.page_size = s.page_size;
   c.ra_max_bytes = 256 << 10;
@@ -112,6 +113,7 @@ TEST(CacheConcurrency, ForkedReadersShareFramesSafely) {
   memset(static_cast<void*>(seg.get()), 0, sizeof(stats::Segment));
   StatsSink sink(seg.get());
   Config c;
+  c.min_file_bytes = 0;
   c.cache_bytes = 2 << 20;
   c.page_size = 16384;
   c.ra_max_bytes = 256 << 10;

@@ -40,6 +40,7 @@ class CacheTest : public ::testing::Test {
   }
   void make_cache(uint64_t bytes, uint64_t page, uint64_t ra_max = 1 << 20, const char* fault = "") {
     Config c;
+    c.min_file_bytes = 0;
     c.cache_bytes = bytes;
     c.page_size = page;
     c.ra_max_bytes = ra_max;
@@ -251,6 +252,7 @@ TEST_F(CacheTest, OnlyRegularReadableFilesOnRealFilesystemsAreCached) {
 
 TEST_F(CacheTest, IncludeAndExcludePrefixes) {
   Config c;
+  c.min_file_bytes = 0;
   c.cache_bytes = 8 << 20;
   c.page_size = 4096;
   c.exclude = dir + "/skip";
@@ -278,8 +280,8 @@ TEST_F(CacheTest, NoWaitReadsOnlyWhatIsCached) {
   EXPECT_EQ(cache->read(f, ra, 0, &iov, 1, kReadNoWait), 4096);
 }
 
-TEST_F(CacheTest, DeviceErrorsAreReportedAndNotCached) {
-  make_cache(8 << 20, 4096, 0, "eio_once=2");
+TEST_F(CacheTest, DeviceErrorsAreReportedLikeTheKernel) {
+  make_cache(8 << 20, 4096, 0, "eio=2");
   std::string path = dir + "/f";
   ASSERT_TRUE(write_pattern_file(path, 100000, 12));
   FileRef* f = open_file(path);
@@ -289,7 +291,26 @@ TEST_F(CacheTest, DeviceErrorsAreReportedAndNotCached) {
   std::vector<char> buf(4096);
   EXPECT_EQ(read_at(f, ra, 2 * 4096, buf), -EIO);
   EXPECT_GE(counter(stats::kIoErrors), 1u);
-  expect_pattern(f, ra, 2 * 4096, 4096, 100000, 12);  // retried, now fine
+  // A read that reaches the bad page after good ones returns the good bytes.
+  std::vector<char> wide(5 * 4096);
+  EXPECT_EQ(read_at(f, ra, 4096, wide), 4096);
+  // Pages after the bad one are unaffected.
+  expect_pattern(f, ra, 3 * 4096, 8192, 100000, 12);
+}
+
+TEST_F(CacheTest, TransientDeviceErrorIsRetriedNotCached) {
+  // As filemap_read does, a page whose read failed is read once more,
+  // alone, before an error is reported: a transient failure never reaches
+  // the program, and nothing of it stays cached.
+  make_cache(8 << 20, 4096, 1 << 20, "eio_once=2");
+  std::string path = dir + "/f";
+  ASSERT_TRUE(write_pattern_file(path, 100000, 12));
+  FileRef* f = open_file(path);
+  ASSERT_NE(f, nullptr);
+  RaState ra = cache->new_ra_state();
+  expect_pattern(f, ra, 0, 100000, 100000, 12);
+  EXPECT_EQ(counter(stats::kIoErrors), 1u);
+  expect_pattern(f, ra, 0, 100000, 100000, 12);
 }
 
 TEST_F(CacheTest, ForkedChildSharesTheCache) {
@@ -470,6 +491,25 @@ TEST_F(CacheTest, BadBufferIsEfaultNotACrash) {
   sigaction(SIGSEGV, &old_segv, nullptr);
   sigaction(SIGBUS, &old_bus, nullptr);
   munmap(m, 3 * ps);
+}
+
+}  // namespace
+}  // namespace upcache
+
+namespace upcache {
+namespace {
+
+TEST_F(CacheTest, SmallFilesAreLeftToTheKernelByDefault) {
+  Config c;  // default UPCACHE_MIN_FILE
+  c.cache_bytes = 8 << 20;
+  c.page_size = 4096;
+  std::string err;
+  cache = Cache::create(c, sink.get(), &err);
+  ASSERT_TRUE(cache) << err;
+  ASSERT_TRUE(write_pattern_file(dir + "/small", Config::kDefaultMinFileBytes - 1, 1));
+  ASSERT_TRUE(write_pattern_file(dir + "/big", Config::kDefaultMinFileBytes, 1));
+  EXPECT_EQ(open_file(dir + "/small"), nullptr);
+  EXPECT_NE(open_file(dir + "/big"), nullptr);
 }
 
 }  // namespace
