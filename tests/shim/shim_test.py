@@ -8,7 +8,7 @@ configuration), and compares stdout byte for byte and the exit status.
 usage: shim_test.py --lib LIB --dir DIR [--config default|small] CASE
 
 CASE:  cat | dd | python_read | offsets | coherence | fd_numbers |
-       big_file | exports | c_reader (needs --helper: tests/shim/reader.c)
+       big_file | exports | c_reader | crash (need --helper: tests/shim/reader.c)
 --dir  a directory for the test files; the filesystem it is on is the one
        tested (the build directory: ext4; /dev/shm: tmpfs).
 --config small sets UPCACHE_SIZE=1M UPCACHE_PAGE_SIZE=4K (eviction pressure).
@@ -19,7 +19,9 @@ import hashlib
 import os
 import random
 import re
+import resource
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -478,6 +480,7 @@ write __write pwrite pwrite64 writev pwritev pwritev64 pwritev2 pwritev64v2 ftru
 truncate truncate64 fallocate fallocate64 posix_fadvise posix_fadvise64 readahead
 sendfile sendfile64 copy_file_range splice fork vfork execve execv execvp execvpe execl execlp execle fexecve execveat
 posix_spawn posix_spawnp system popen _exit _Exit
+sigaction __sigaction signal bsd_signal ssignal sysv_signal __sysv_signal sigset
 """.split())
 
 
@@ -500,10 +503,59 @@ def case_c_reader(r, d):
     r.compare("C reader (fortified read/pread, errors, errno, signals, threads)", [r.helper, f])
 
 
+def case_crash(r, d):
+    """Crash diagnostics (issue 4 item 5) and UPCACHE_LOG: UPCACHE_FAULT=crash_on_read
+    (test-only) makes the shim fault inside itself on a cached read(); the
+    program must die of SIGSEGV as it would, after upcache printed the signal,
+    its state and a backtrace with symbol names, to stderr or, appended, to
+    the UPCACHE_LOG file (bad configuration values too)."""
+    if not r.helper:
+        fail("crash needs --helper")
+        return
+    f = make_file(os.path.join(d, "reader.bin"), 3 * 1024 * 1024 + 999, 7)
+    frame = re.compile(rb"upcache:\s+#\d+ 0x[0-9a-f]+ \S+\+0x[0-9a-f]+")
+
+    def run(extra):
+        env = r.env(True)
+        env.update(extra)
+        no_core = lambda: resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        return subprocess.run([r.helper, "--read-once", f], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, timeout=120, preexec_fn=no_core)
+
+    p = run({"UPCACHE_FAULT": "crash_on_read"})
+    if p.returncode != -signal.SIGSEGV:
+        fail("crash: exit status %d, expected death by SIGSEGV; stderr: %s" % (p.returncode, p.stderr[-800:]))
+    elif b"upcache: fatal signal 11 (SIGSEGV)" not in p.stderr or not frame.search(p.stderr):
+        fail("crash: no diagnostics with a symbolized frame on stderr: %s" % p.stderr[-800:])
+    else:
+        print("ok   crash: SIGSEGV, diagnostics and backtrace on stderr", flush=True)
+
+    log = os.path.join(r.workdir, "upcache.log")
+    with open(log, "wb") as out:
+        out.write(b"earlier line\n")
+    p = run({"UPCACHE_FAULT": "crash_on_read", "UPCACHE_LOG": log, "UPCACHE_SIZE": "bogus"})
+    text = open(log, "rb").read()
+    if p.returncode != -signal.SIGSEGV:
+        fail("crash with UPCACHE_LOG: exit status %d" % p.returncode)
+    elif b"upcache:" in p.stderr:
+        fail("crash with UPCACHE_LOG: messages on stderr: %s" % p.stderr[-500:])
+    elif not (text.startswith(b"earlier line\n") and b"UPCACHE_SIZE" in text
+              and b"upcache: fatal signal 11" in text and frame.search(text)):
+        fail("crash with UPCACHE_LOG: log file is not the old content plus the messages: %r" % text[-800:])
+    else:
+        print("ok   crash: UPCACHE_LOG appended the bad value and the diagnostics", flush=True)
+
+    p = run({"UPCACHE_LOG_LEVEL": "0", "UPCACHE_SIZE": "bogus"})
+    if p.returncode != 0 or p.stderr:
+        fail("UPCACHE_LOG_LEVEL=0: status %d, stderr %r" % (p.returncode, p.stderr[-300:]))
+    else:
+        print("ok   UPCACHE_LOG_LEVEL=0 is silent", flush=True)
+
+
 CASES = {
     "cat": case_cat, "dd": case_dd, "python_read": case_python_read, "offsets": case_offsets,
     "coherence": case_coherence, "fd_numbers": case_fd_numbers, "big_file": case_big_file,
-    "exports": case_exports, "c_reader": case_c_reader,
+    "exports": case_exports, "c_reader": case_c_reader, "crash": case_crash,
 }
 
 
