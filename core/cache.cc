@@ -132,7 +132,7 @@ class CacheImpl final : public Cache {
   bool present(uint64_t file_id, uint64_t page) const;
   uint64_t wait_io(FrameDesc& f);
   void reap_dead_owner(int pid);
-  int64_t claim_frame();
+  int64_t claim_frame(bool needed);
   void free_claimed(uint32_t frame);
   void finish_io(uint32_t frame, int64_t bytes);
   void drop_page(uint64_t file_id, uint64_t page);
@@ -381,11 +381,23 @@ void CacheImpl::reap_dead_owner(int pid) {
   }
 }
 
-int64_t CacheImpl::claim_frame() {
-  for (int attempt = 0; attempt < 1000; ++attempt) {
+// A frame for a new page. Readahead gives up at once when every frame is
+// pinned or in flight (the window just ends early); a page the caller needs
+// waits for one to come free — frames in flight free up as their reads
+// complete — for up to kClaimPatienceNs, after which the read is passed to
+// the kernel (-ENOBUFS).
+int64_t CacheImpl::claim_frame(bool needed) {
+  constexpr uint64_t kClaimPatienceNs = 10ull * 1000 * 1000 * 1000;
+  uint64_t deadline = 0;
+  for (;;) {
     int64_t v = eviction_->take_victim();
     if (v == EvictionPolicy::kNone) {
-      sched_yield();
+      if (!needed) return -1;
+      uint64_t now = now_ns();
+      if (deadline == 0) deadline = now + kClaimPatienceNs;
+      if (now > deadline) return -1;
+      struct timespec ts = {0, 50 * 1000};
+      sys::raw(SYS_nanosleep, reinterpret_cast<long>(&ts), 0);
       continue;
     }
     FrameDesc& f = arena_.frame(v);
@@ -401,7 +413,6 @@ int64_t CacheImpl::claim_frame() {
     f.state.store((s & ~kFlagsMask) | kLocked, std::memory_order_relaxed);
     return v;
   }
-  return -1;
 }
 
 void CacheImpl::free_claimed(uint32_t frame) {
@@ -556,6 +567,13 @@ int64_t CacheImpl::issue(FileRef* file, uint64_t start, uint64_t count, uint64_t
     ++npending;
     nsync = 0;
   };
+  auto submit_pending = [&] {
+    for (int i = 0; i < npending; ++i) {
+      int64_t r = submit_run(file, pending[i].first, pending[i].frames, pending[i].n, true);
+      if (r < 0) sync_error = r;
+    }
+    npending = 0;
+  };
   auto flush_async = [&] {
     submit_run(file, async_first, async_frames, nasync, false);
     nasync = 0;
@@ -568,7 +586,16 @@ int64_t CacheImpl::issue(FileRef* file, uint64_t start, uint64_t count, uint64_t
       flush_async();
       continue;
     }
-    int64_t v = claim_frame();
+    int64_t v = claim_frame(false);
+    if (v < 0 && needed) {
+      // Every frame is pinned or in flight, some of them by this very
+      // window: start our reads first so that our own frames can free up,
+      // then wait for a frame.
+      flush_sync();
+      flush_async();
+      submit_pending();
+      v = claim_frame(true);
+    }
     if (v < 0) break;  // no frame to be had: the window ends early
     FrameDesc& f = arena_.frame(v);
     f.file_id.store(file->file_id, std::memory_order_relaxed);
@@ -605,10 +632,7 @@ int64_t CacheImpl::issue(FileRef* file, uint64_t start, uint64_t count, uint64_t
   }
   flush_sync();
   flush_async();
-  for (int i = 0; i < npending; ++i) {
-    int64_t r = submit_run(file, pending[i].first, pending[i].frames, pending[i].n, true);
-    if (r < 0) sync_error = r;
-  }
+  submit_pending();
   if (readahead) {
     stats_->add(stats::kReadaheadPages, readahead);
     stats_->file_add(file->stats_slot, stats::kFileReadahead, readahead);

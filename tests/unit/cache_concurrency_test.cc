@@ -98,6 +98,12 @@ TEST(CacheConcurrency, FourThreadsTinyCacheUringEngine) {
   run({32 << 20, 2 << 20, 4096, 4, 1500, "uring"}, 22);
 }
 
+// Reads larger than the whole cache, from four threads at once: frames run
+// out in the middle of windows, and nobody may get a short read.
+TEST(CacheConcurrency, ReadsLargerThanTheCache) {
+  run({16 << 20, 1 << 20, 4096, 4, 150, "uring"}, 24);
+}
+
 TEST(CacheConcurrency, LargePagesEighthOfTheFile) {
   run({64 << 20, 8 << 20, 65536, 4, 800, "uring"}, 23);
 }
