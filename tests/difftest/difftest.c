@@ -29,7 +29,7 @@
 //   getfl H | setfl H FLAGS
 //   pipe                           two handles (read end, write end), O_NONBLOCK
 //                                  (kept by setfl: nothing in a run may block)
-//   read H LEN [badbuf] | pread H LEN OFF [badbuf]
+//   read H LEN [badbuf|kbuf|nullbuf] | pread H LEN OFF [badbuf|kbuf|nullbuf]
 //   readv H LENS [CNT] | preadv H OFF LENS [CNT] | preadv2 H OFF FLAGS LENS [CNT]
 //       (preadv2 with RWF_NOWAIT: an EAGAIN or short result is completed by
 //       a blocking read of the rest, since what is "cached" differs between
@@ -354,7 +354,10 @@ static void run_tokens(char** tok, int ntok) {
     size_t n = clamp_len(num(ARG(2)));
     int pos = c[0] == 'p';
     const char* bad = ARG(3 + pos);
-    void* buf = bad && strcmp(bad, "badbuf") == 0 ? (void*)16 : g_buf;
+    void* buf = g_buf;  // badbuf: unmapped; kbuf: above user space; nullbuf: NULL
+    if (bad && strcmp(bad, "badbuf") == 0) buf = (void*)16;
+    if (bad && strcmp(bad, "kbuf") == 0) buf = (void*)0xffff800000000000ull;
+    if (bad && strcmp(bad, "nullbuf") == 0) buf = NULL;
     r = pos ? pread(fd, buf, n, (off_t)num(ARG(3))) : read(fd, buf, n);
     e = errno;
     result(r, e, r > 0 && buf == g_buf ? fnv(FNV0, g_buf, (size_t)r) : 0, "", fd, -1);

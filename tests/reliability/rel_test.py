@@ -1,0 +1,576 @@
+#!/usr/bin/env python3
+"""Reliability tests of libupcache.so on real programs (issue 6).
+
+usage: rel_test.py --lib LIB --build BUILD_DIR --dir DIR CASE
+
+Each CASE runs programs plain and under LD_PRELOAD=LIB and prints "FAIL: ..."
+on any failure (exit 1), "ok" otherwise. Cases:
+
+  fault_eio        UPCACHE_FAULT=eio=N: reads starting in page N fail with EIO,
+                   reads reaching page N after good bytes return those bytes
+                   (a short count, as the kernel's filemap_read), other pages
+                   are unaffected; with 64 KiB and 4 KiB cache pages
+  fault_eio_once   eio_once=N twice: a read of page N fails, the next succeeds
+  fault_short      short=N: byte-identical output (cat, random preads)
+  fault_einval     einval_at mid-file (O_DIRECT): buffered fallback, identical
+                   bytes, buffered_bytes > 0 (needs a filesystem with O_DIRECT)
+  fault_nodirect   nodirect: identical bytes, everything buffered
+  noarena          the arena cannot be mapped (RLIMIT_AS): the program runs
+                   normally and stderr has exactly one upcache: line
+  bad_env          every UPCACHE_* variable with a bad value: cat's output
+                   identical, exit 0, exactly one stderr line naming upcache
+                   and the variable
+  segment          statistics segments are 0600, owned by the user, and hold
+                   no file contents
+  setuid           a setuid-root probe run as nobody (AT_SECURE) ignores
+                   UPCACHE_STATS_DIR (and so every environment path)
+  inode_recycle    a recycled inode number never returns the old file's bytes
+  kernel_cache     after reading under the preload (O_DIRECT, and buffered with
+                   UPCACHE_DIRECT=off) the kernel's page cache holds (almost)
+                   none of the file (fincore)
+  load             upcache_verify_reader: 4 threads, 64 MiB file, 8 MiB cache
+
+Sanitizer builds: SANITIZER_PRELOAD (set by CMake) is put before LIB.
+"""
+
+import argparse
+import json
+import os
+import pwd
+import shutil
+import stat
+import subprocess
+import sys
+import tempfile
+
+PS = 64 << 10  # the default cache page size
+FAILS = []
+
+
+def fail(msg):
+    FAILS.append(msg)
+    print("FAIL: " + msg, flush=True)
+
+
+def check(cond, msg):
+    if not cond:
+        fail(msg)
+    return cond
+
+
+class Env:
+    def __init__(self, a):
+        self.a = a
+        self.lib = os.path.abspath(a.lib)
+        san = os.environ.get("SANITIZER_PRELOAD", "")
+        self.preload = (san + ":" if san else "") + self.lib
+        self.sanitized = bool(san)
+        os.makedirs(a.dir, exist_ok=True)
+        self.work = tempfile.mkdtemp(prefix="rel-", dir=a.dir)
+        os.chmod(self.work, 0o755)
+        self.stats = os.path.join(self.work, "stats")
+        os.makedirs(self.stats)
+        self.upcache = os.path.join(a.build, "tools", "upcache")
+        self.reader = os.path.join(a.build, "tests", "reliability", "upcache_verify_reader")
+        self.probe = os.path.join(a.build, "tests", "reliability", "upcache_secure_probe")
+
+    def env(self, preload=True, **kv):
+        e = {k: v for k, v in os.environ.items()
+             if not k.startswith("UPCACHE_") and k not in ("LD_PRELOAD", "SANITIZER_PRELOAD")}
+        if preload:
+            e["LD_PRELOAD"] = self.preload
+            e["UPCACHE_STATS_DIR"] = self.stats
+        e.update({k: str(v) for k, v in kv.items()})
+        return e
+
+    def run(self, args, preload=True, input=None, timeout=300, **kv):
+        return subprocess.run(args, env=self.env(preload, **kv), input=input,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout)
+
+    def counters(self, proc_env):
+        """Runs nothing: reads the kept segments in the stats dir, returns the total."""
+        out = subprocess.run([self.upcache, "stat", "--json"], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True,
+                             env=dict(os.environ, UPCACHE_STATS_DIR=self.stats))
+        try:
+            return json.loads(out.stdout)["total"]
+        except (ValueError, KeyError):
+            fail("upcache stat --json: %r %r" % (out.stdout[:300], out.stderr[:300]))
+            return {}
+
+    def clear_stats(self):
+        for n in os.listdir(self.stats):
+            os.unlink(os.path.join(self.stats, n))
+
+    def file(self, name, data):
+        p = os.path.join(self.work, name)
+        with open(p, "wb") as f:
+            f.write(data)
+        return p
+
+
+def pattern(size, salt=b""):
+    line = 16
+    return b"".join(b"%s%0*d\n" % (salt, line - 1 - len(salt), i) for i in range(0, size, line))[:size]
+
+
+# A python program run under the preload: executes (kind, n, off) operations
+# and prints one JSON line of results: [len, hash] or ["E", errno].
+OPS = r"""
+import hashlib, json, os, sys
+fd = os.open(sys.argv[1], os.O_RDONLY)
+out = []
+for kind, n, off in json.loads(sys.argv[2]):
+    try:
+        if kind == "pread":
+            b = os.pread(fd, n, off)
+        elif kind == "seek":
+            out.append(["pos", os.lseek(fd, off, os.SEEK_SET)]); continue
+        elif kind == "read":
+            b = os.read(fd, n)
+        elif kind == "readv":
+            bufs = [bytearray(n // 2), bytearray(n - n // 2)]
+            k = os.preadv(fd, bufs, off)
+            b = (bytes(bufs[0]) + bytes(bufs[1]))[:k]
+        out.append([len(b), hashlib.md5(b).hexdigest()])
+    except OSError as e:
+        out.append(["E", e.errno])
+    if kind == "read":
+        out[-1].append(os.lseek(fd, 0, os.SEEK_CUR))
+print(json.dumps(out))
+"""
+
+
+def run_ops(E, path, ops, **kv):
+    p = E.run([sys.executable, "-c", OPS, path, json.dumps(ops)], **kv)
+    if p.returncode != 0:
+        fail("ops program exited %d: %s" % (p.returncode, p.stderr.decode()[-500:]))
+        return None
+    return json.loads(p.stdout)
+
+
+def md5(b):
+    import hashlib
+    return hashlib.md5(b).hexdigest()
+
+
+def expect_eio(data, bad_first, bad_last, ps, kind, n, off, pos=None):
+    """The kernel's answer for a read of [off, off + n) when pages
+    bad_first..bad_last fail: EIO if the read starts in a bad page, else the
+    bytes before the first bad page it reaches."""
+    size = len(data)
+    end = min(off + n, size)
+    if off >= size or n == 0:
+        r = [0, md5(b"")]
+    else:
+        cut = end
+        for p in range(off // ps, (end - 1) // ps + 1):
+            if bad_first <= p <= bad_last:
+                cut = p * ps
+                break
+        if cut <= off:
+            r = ["E", 5]
+        else:
+            r = [cut - off, md5(data[off:cut])]
+    if kind == "read":
+        r.append(pos + (r[0] if r[0] != "E" else 0))
+    return r
+
+
+def case_fault_eio(E):
+    for page_size, ps, bad in (("64K", 64 << 10, 5), ("4K", 4096, 37)):
+        size = (1 << 20) + 777
+        data = pattern(size)
+        path = E.file("eio", data)
+        lo, hi = bad * ps, (bad + 1) * ps
+        # Fresh process per scenario (cold cache), each a list of operations.
+        scenarios = [
+            [("pread", 100, 0), ("pread", 4096, lo), ("pread", ps, lo - 100),
+             ("pread", 1 << 20, 0), ("pread", 4096, hi), ("pread", 10, hi - 1),
+             ("pread", 4096, lo)],
+            [("pread", 3 * ps, lo - ps)],               # cold: good page then the bad one
+            [("pread", 50, lo + 17), ("pread", 50, lo + 17)],   # inside, twice: still EIO
+            [("readv", 2 * ps, lo - 10)],
+            [("pread", 200000, hi), ("pread", ps, 0)],   # after it, before it
+        ]
+        # A sequential read() loop as cat does: good bytes up to the bad page,
+        # then EIO at the same offset every time, then a seek past it works.
+        seq = [("read", 96 << 10, 0)] * ((lo + (96 << 10) - 1) // (96 << 10) + 2)
+        seq += [("seek", 0, hi), ("read", 96 << 10, 0), ("read", 1 << 20, 0)]
+        scenarios.append(seq)
+        for ops in scenarios:
+            got = run_ops(E, path, ops, UPCACHE_FAULT="eio=%d" % bad, UPCACHE_PAGE_SIZE=page_size)
+            if got is None:
+                continue
+            pos = 0
+            want = []
+            for (kind, n, off), g in zip(ops, got):
+                if kind == "seek":
+                    pos = off
+                    want.append(["pos", off])
+                    continue
+                w = expect_eio(data, bad, bad, ps, kind, n, pos if kind == "read" else off, pos)
+                if kind == "read":
+                    w = w[:2] + [pos + (w[0] if w[0] != "E" else 0)]
+                    pos = w[2]
+                want.append(w)
+            for i, (op, w, g) in enumerate(zip(ops, want, got)):
+                check(w == g, "eio=%d page %s: op %d %s: want %s, got %s"
+                      % (bad, page_size, i, op, w, g))
+        # Without the fault the same file reads whole (the control).
+        got = run_ops(E, path, [("pread", size, 0)], UPCACHE_PAGE_SIZE=page_size)
+        check(got == [[size, md5(data)]], "no fault: whole file %s" % got)
+
+
+def case_fault_eio_once(E):
+    size = 1 << 20
+    data = pattern(size)
+    path = E.file("once", data)
+    bad = 6
+    lo = bad * PS
+    # Two entries for one page: the first read and its one-page retry both
+    # fail, so the caller sees EIO once; the next read succeeds.
+    ops = [("pread", 4096, lo), ("pread", 4096, lo), ("pread", size, 0)]
+    got = run_ops(E, path, ops, UPCACHE_FAULT="eio_once=%d,eio_once=%d" % (bad, bad))
+    if got is not None:
+        check(got[0] == ["E", 5], "eio_once: first read of the page: %s" % got[0])
+        check(got[1] == [4096, md5(data[lo:lo + 4096])], "eio_once: retry: %s" % got[1])
+        check(got[2] == [size, md5(data)], "eio_once: whole file after: %s" % got[2])
+    # One entry: a read reaching the page from before gets the good bytes,
+    # and a read of the whole file afterwards is complete.
+    got = run_ops(E, path, [("pread", size, 0), ("pread", size, 0)],
+                  UPCACHE_FAULT="eio_once=%d" % bad)
+    if got is not None:
+        check(got[0] in ([size, md5(data)], [lo, md5(data[:lo])]), "eio_once: first %s" % got[0])
+        check(got[1] == [size, md5(data)], "eio_once: second %s" % got[1])
+
+
+def case_fault_short(E):
+    size = (3 << 20) + 12345
+    data = pattern(size)
+    path = E.file("short", data)
+    for short in ("1000", "4096", "100000"):
+        for extra in ({}, {"UPCACHE_PAGE_SIZE": "4K", "UPCACHE_SIZE": "1M"}):
+            p = E.run(["cat", path], UPCACHE_FAULT="short=" + short, **extra)
+            check(p.returncode == 0 and p.stdout == data,
+                  "short=%s %s: cat output differs (rc %d, %d bytes)"
+                  % (short, extra, p.returncode, len(p.stdout)))
+            ops = [("pread", n, off) for n, off in
+                   ((1, 0), (70000, 65000), (size, 0), (5000, size - 100), (300000, 2 << 20))]
+            got = run_ops(E, path, ops, UPCACHE_FAULT="short=" + short, **extra)
+            if got is not None:
+                want = [[len(data[off:off + n]), md5(data[off:off + n])] for _, n, off in ops]
+                check(got == want, "short=%s %s: preads %s != %s" % (short, extra, got, want))
+
+
+def stat_run(E, args, **kv):
+    E.clear_stats()
+    p = E.run(args, UPCACHE_STATS_KEEP=1, **kv)
+    return p, E.counters(None)
+
+
+def direct_works(E):
+    path = os.path.join(E.work, "probe-direct")
+    with open(path, "wb") as f:
+        f.write(b"\0" * 8192)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECT)
+        os.close(fd)
+        return True
+    except OSError:
+        return False
+
+
+def case_fault_einval(E):
+    if not direct_works(E):
+        print("SKIP: no O_DIRECT on %s" % E.work)
+        return
+    size = 4 << 20
+    data = pattern(size)
+    path = E.file("einval", data)
+    p, c = stat_run(E, ["cat", path], UPCACHE_FAULT="einval_at=1M")
+    check(p.returncode == 0 and p.stdout == data, "einval_at: cat output differs")
+    check(c.get("direct_bytes", 0) > 0, "einval_at=1M: nothing read directly first: %s" % c)
+    check(c.get("buffered_bytes", 0) > 0, "einval_at=1M: no buffered fallback: %s" % c)
+    check(c.get("io_errors", 1) == 0, "einval_at: an error reached the counters: %s" % c)
+    check(b"upcache:" not in p.stderr or p.stderr.count(b"\n") <= 1,
+          "einval_at: stderr %r" % p.stderr[:300])
+    got = run_ops(E, path, [("pread", 100000, 3 << 20), ("pread", 10, 5), ("pread", size, 0)],
+                  UPCACHE_FAULT="einval_at=1M")
+    if got is not None:
+        want = [[100000, md5(data[3 << 20:(3 << 20) + 100000])], [10, md5(data[5:15])],
+                [size, md5(data)]]
+        check(got == want, "einval_at: preads %s" % got)
+
+
+def case_fault_nodirect(E):
+    size = 2 << 20
+    data = pattern(size)
+    path = E.file("nodirect", data)
+    p, c = stat_run(E, ["cat", path], UPCACHE_FAULT="nodirect")
+    check(p.returncode == 0 and p.stdout == data, "nodirect: cat output differs")
+    check(c.get("direct_bytes", 1) == 0, "nodirect: direct reads happened: %s" % c)
+    check(c.get("buffered_bytes", 0) >= size, "nodirect: not read buffered: %s" % c)
+
+
+def one_upcache_line(stderr, *words):
+    lines = stderr.decode(errors="replace").splitlines()
+    return len(lines) == 1 and "upcache" in lines[0] and all(w in lines[0] for w in words)
+
+
+def case_noarena(E):
+    if E.sanitized:
+        print("SKIP: RLIMIT_AS and ASan's shadow memory do not mix")
+        return
+    data = pattern(1 << 20)
+    path = E.file("noarena", data)
+    # The cache (4 GiB of address space) cannot be mapped under a 1.5 GiB limit.
+    script = 'ulimit -v 1500000 && exec cat "$1"'
+    p = E.run(["sh", "-c", script, "sh", path], UPCACHE_SIZE="4G")
+    check(p.returncode == 0 and p.stdout == data, "noarena: cat output differs (rc %d)" % p.returncode)
+    check(one_upcache_line(p.stderr), "noarena: want one upcache: line, got %r" % p.stderr)
+    # The control: the same limit with a small cache runs silently.
+    p = E.run(["sh", "-c", script, "sh", path], UPCACHE_SIZE="64M")
+    check(p.returncode == 0 and p.stdout == data and p.stderr == b"",
+          "noarena control (64M cache): rc %d stderr %r" % (p.returncode, p.stderr))
+
+
+BAD_ENV = [("UPCACHE_SIZE", "banana"), ("UPCACHE_PAGE_SIZE", "3000"), ("UPCACHE_RA_MAX", "-1"),
+           ("UPCACHE_DIRECT", "maybe"), ("UPCACHE_ASYNC", "x"), ("UPCACHE_IO_THREADS", "0"),
+           ("UPCACHE_STATS", "2"), ("UPCACHE_CALLERS", "abc"), ("UPCACHE_LOG_LEVEL", "9"),
+           ("UPCACHE_SIZE", "1Q"), ("UPCACHE_PAGE_SIZE", "8M"), ("UPCACHE_STATS_KEEP", "perhaps"),
+           ("UPCACHE_DISABLE", "sometimes"), ("UPCACHE_IO_THREADS", "99999999999999999999")]
+
+
+def case_bad_env(E):
+    data = pattern((2 << 20) + 5)
+    path = E.file("badenv", data)
+    plain = E.run(["cat", path], preload=False)
+    for var, value in BAD_ENV:
+        p = E.run(["cat", path], **{var: value})
+        check(p.returncode == 0, "%s=%s: exit %d" % (var, value, p.returncode))
+        check(p.stdout == plain.stdout, "%s=%s: output differs" % (var, value))
+        check(one_upcache_line(p.stderr, var),
+              "%s=%s: want one line naming upcache and %s, got %r" % (var, value, var, p.stderr))
+    # Good values are silent.
+    p = E.run(["cat", path], UPCACHE_SIZE="64M", UPCACHE_PAGE_SIZE="16K", UPCACHE_DIRECT="off")
+    check(p.stdout == plain.stdout and p.stderr == b"", "good values: stderr %r" % p.stderr)
+
+
+def case_segment(E):
+    marker = b"UPCACHE-SECRET-MARKER-7f3a9c"
+    data = (marker + b"." * (4096 - len(marker))) * 256  # 1 MiB, marker in every 4 KiB
+    path = E.file("secret", data)
+    E.clear_stats()
+    p = E.run(["cat", path], UPCACHE_STATS_KEEP=1)
+    check(p.returncode == 0 and p.stdout == data, "segment: cat output differs")
+    segs = [os.path.join(E.stats, n) for n in os.listdir(E.stats)]
+    if not check(len(segs) == 1, "segment: want one kept segment, got %s" % segs):
+        return
+    c = E.counters(None)
+    check(c.get("bytes_read", 0) >= len(data), "segment: the file was not read from the cache: %s" % c)
+    st = os.stat(segs[0])
+    check(stat.S_IMODE(st.st_mode) == 0o600, "segment mode %o" % stat.S_IMODE(st.st_mode))
+    check(st.st_uid == os.getuid(), "segment owner %d" % st.st_uid)
+    with open(segs[0], "rb") as f:
+        blob = f.read()
+    check(marker not in blob and marker[:12] not in blob, "segment holds file contents")
+    # The default place (/dev/shm) too, while the process lives.
+    probe = ("import os,glob,sys,stat\n"
+             "d=open(sys.argv[1],'rb').read()\n"
+             "s=glob.glob('/dev/shm/upcache.%d.*' % os.getpid())\n"
+             "print(len(s), *[oct(stat.S_IMODE(os.stat(x).st_mode)) for x in s],"
+             " *[sys.argv[2].encode() in open(x,'rb').read() for x in s])\n")
+    env = E.env()
+    del env["UPCACHE_STATS_DIR"]
+    out = subprocess.run([sys.executable, "-c", probe, path, marker.decode()], env=env,
+                         stdout=subprocess.PIPE, text=True).stdout.split()
+    check(out == ["1", "0o600", "False"], "segment in /dev/shm: %s" % out)
+
+
+def case_setuid(E):
+    if os.getuid() != 0:
+        print("SKIP: needs root to make a setuid-root copy")
+        return
+    try:
+        nobody = pwd.getpwnam("nobody")
+    except KeyError:
+        print("SKIP: no user nobody")
+        return
+    if not shutil.which("setpriv"):
+        print("SKIP: no setpriv")
+        return
+    d = tempfile.mkdtemp(prefix="setuid-", dir="/tmp")
+    try:
+        os.chmod(d, 0o755)
+        probe = os.path.join(d, "probe")
+        shutil.copy(E.probe, probe)
+        os.chown(probe, 0, 0)
+        os.chmod(probe, 0o4755)
+        lib = os.path.join(d, "libupcache.so")
+        shutil.copy(E.lib, lib)
+        os.chmod(lib, 0o755)
+        statsdir = os.path.join(d, "stats")
+        os.mkdir(statsdir)
+        os.chmod(statsdir, 0o777)
+        logf = os.path.join(d, "log")
+        env = E.env(preload=False, UPCACHE_STATS_DIR=statsdir, UPCACHE_LOG=logf,
+                    UPCACHE_LOG_LEVEL=3)
+        san = os.environ.get("SANITIZER_PRELOAD", "")
+        if san:
+            print("SKIP: sanitizer build (a setuid program cannot preload the ASan runtime)")
+            return
+        p = subprocess.run(["setpriv", "--reuid=%d" % nobody.pw_uid, "--regid=%d" % nobody.pw_gid,
+                            "--clear-groups", probe, lib, statsdir], env=env,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        # The control: a plain (not setuid) copy uses the stats dir from the environment.
+        plain = os.path.join(d, "probe-plain")
+        shutil.copy(E.probe, plain)
+        os.chmod(plain, 0o755)
+        ctl = subprocess.run(["setpriv", "--reuid=%d" % nobody.pw_uid, "--regid=%d" % nobody.pw_gid,
+                              "--clear-groups", plain, lib, statsdir], env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        check(ctl.stdout.split() == ["secure=0", "segments=1"],
+              "setuid control (not setuid): %r %r" % (ctl.stdout, ctl.stderr))
+        check(p.stdout.split() == ["secure=1", "segments=0"],
+              "setuid probe: want AT_SECURE and no segment in UPCACHE_STATS_DIR, got %r %r"
+              % (p.stdout, p.stderr))
+        check(not os.path.exists(logf), "setuid: UPCACHE_LOG file was created")
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+# Under the preload: write A (by a plain child), read it, unlink it, create B
+# (plain child) until B gets A's inode number, read B in the same process.
+RECYCLE = r"""
+import os, subprocess, sys
+d, n = sys.argv[1], int(sys.argv[2])
+plain = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
+def make(path, byte):
+    subprocess.run([sys.executable, "-c",
+        "import sys; open(sys.argv[1],'wb').write(bytes([int(sys.argv[2])])*int(sys.argv[3]))",
+        path, str(byte), str(n)], env=plain, check=True)
+def read(path):
+    fd = os.open(path, os.O_RDONLY)
+    b = b""
+    while True:
+        c = os.read(fd, 1 << 16)
+        if not c: break
+        b += c
+    ino = os.fstat(fd).st_ino
+    os.close(fd)
+    return b, ino
+a = os.path.join(d, "A")
+make(a, 65)
+ba, ino = read(a)
+assert ba == b"A" * n, "A misread"
+os.unlink(a)
+same = 0
+for i in range(200):
+    b = os.path.join(d, "B%d" % i)
+    make(b, 66 + i % 50)
+    bb, ino_b = read(b)
+    if bb != bytes([66 + i % 50]) * n:
+        print("WRONG", i, ino_b == ino, bb[:8]); sys.exit(1)
+    if ino_b == ino:
+        same += 1
+        os.unlink(b)
+        if same >= 3: break
+        continue
+    os.unlink(b)
+print("recycled", same)
+"""
+
+
+def case_inode_recycle(E):
+    d = os.path.join(E.work, "recycle")
+    os.mkdir(d)
+    p = E.run([sys.executable, "-c", RECYCLE, d, str(1 << 20)])
+    out = p.stdout.decode()
+    check(p.returncode == 0, "inode_recycle: %s %s" % (out, p.stderr.decode()[-500:]))
+    if out.startswith("recycled 0"):
+        print("note: the filesystem never reused the inode number (the test proved nothing)")
+    print(out.strip())
+
+
+def fincore_bytes(path):
+    out = subprocess.run(["fincore", "--bytes", "--noheadings", "--raw", "-o", "RES", path],
+                         stdout=subprocess.PIPE, text=True, check=True).stdout
+    return int(out.split()[0])
+
+
+def drop(path):
+    fd = os.open(path, os.O_RDONLY)
+    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    os.close(fd)
+
+
+def case_kernel_cache(E):
+    if not shutil.which("fincore"):
+        print("SKIP: no fincore")
+        return
+    size = 32 << 20
+    data = pattern(size)
+    path = E.file("kcache", data)
+    os.sync()
+    drop(path)
+    before = fincore_bytes(path)
+    # Control: a plain cat leaves the file in the kernel's cache.
+    subprocess.run(["cat", path], stdout=subprocess.DEVNULL, check=True)
+    check(fincore_bytes(path) > size // 2, "control: plain cat did not fill the kernel cache")
+    modes = [("auto", {})] if direct_works(E) else []
+    modes.append(("off", {"UPCACHE_DIRECT": "off"}))
+    for name, extra in modes:
+        drop(path)
+        check(fincore_bytes(path) <= before, "the file's pages were not dropped")
+        p = E.run(["cat", path], **extra)
+        check(p.returncode == 0 and p.stdout == data, "kernel_cache %s: output differs" % name)
+        res = fincore_bytes(path)
+        check(res <= size // 32, "UPCACHE_DIRECT=%s: %d of %d bytes in the kernel cache after the read"
+              % (name, res, size))
+        print("UPCACHE_DIRECT=%s: %d bytes of %d in the kernel cache" % (name, res, size))
+
+
+def case_load(E):
+    path = os.path.join(E.work, "load")
+    subprocess.run([E.reader, "--make", path, str(64 << 20)], check=True)
+    ops = 600 if E.sanitized else 2000
+    for extra in ({"UPCACHE_SIZE": "8M"},
+                  {"UPCACHE_SIZE": "8M", "UPCACHE_PAGE_SIZE": "4K"},
+                  {"UPCACHE_SIZE": "8M", "UPCACHE_DIRECT": "off", "UPCACHE_ASYNC": "threads"}):
+        for seed in (1, 2):
+            E.clear_stats()
+            p = E.run([E.reader, path, "4", str(ops), str(seed)], timeout=900,
+                      UPCACHE_STATS_KEEP=1, **extra)
+            sys.stdout.write(p.stdout.decode())
+            check(p.returncode == 0, "load %s seed %d: exit %d %s" % (extra, seed, p.returncode,
+                                                                     p.stderr.decode()[-500:]))
+            c = E.counters(None)
+            check(c.get("evictions", 0) > 0 and c.get("bytes_read", 0) > 0,
+                  "load %s: no eviction pressure / not cached: %s" % (extra, c))
+
+
+CASES = {n[5:]: f for n, f in globals().items() if n.startswith("case_")}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--lib", required=True)
+    ap.add_argument("--build", required=True)
+    ap.add_argument("--dir", required=True)
+    ap.add_argument("case", choices=sorted(CASES))
+    a = ap.parse_args()
+    E = Env(a)
+    try:
+        CASES[a.case](E)
+    finally:
+        shutil.rmtree(E.work, ignore_errors=True)
+    if FAILS:
+        print("%d failure(s)" % len(FAILS))
+        return 1
+    print("ok")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
