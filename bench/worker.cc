@@ -29,9 +29,10 @@ double now() {
   return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-long maxrss_kib() {
+// Peak RSS of this process, or of its largest child (kCmd).
+long maxrss_kib(int who = RUSAGE_SELF) {
   rusage ru{};
-  getrusage(RUSAGE_SELF, &ru);
+  getrusage(who, &ru);
   return ru.ru_maxrss;
 }
 
@@ -81,7 +82,7 @@ int worker_main(int argc, char** argv) {
     int rc = run_shell(target);
     double t1 = now();
     if (rc != 0) return fail("command exited with " + std::to_string(rc) + ": " + target);
-    printf("%.9f 0 %ld\n", t1 - t0, maxrss_kib());
+    printf("%.9f 0 %ld\n", t1 - t0, maxrss_kib(RUSAGE_CHILDREN));
     return 0;
   }
   if (w.kind == Kind::kPipe) {
