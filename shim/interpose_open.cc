@@ -27,9 +27,14 @@
 #include "shim/coherence.h"
 #include "shim/interpose.h"
 #include "shim/kernel_offset.h"
+#include "shim/log.h"
 #include "shim/real_calls.h"
 
 namespace upcache::shim {
+
+// The shim's own descriptors: the cache's (core) and the UPCACHE_LOG file.
+inline bool owns_fd_any(int fd) { return g_cache->owns_fd(fd) || log::owns_fd(fd); }
+
 namespace {
 
 bool needs_mode(int flags) { return (flags & O_CREAT) != 0 || (flags & O_TMPFILE) == O_TMPFILE; }
@@ -61,7 +66,7 @@ void after_open(int fd, const char* path, int flags) {
   g_fds.set(fd, reinterpret_cast<uintptr_t>(d));
 }
 
-bool owned(int fd) { return g_ready.load(std::memory_order_acquire) && g_cache->owns_fd(fd); }
+bool owned(int fd) { return g_ready.load(std::memory_order_acquire) && owns_fd_any(fd); }
 
 template <typename T>
 T ebadf() {
@@ -73,7 +78,7 @@ T ebadf() {
 template <typename Call>
 int duplicate(int fd, Call call) {
   if (!g_ready.load(std::memory_order_acquire)) return call();
-  if (g_cache->owns_fd(fd)) return ebadf<int>();
+  if (owns_fd_any(fd)) return ebadf<int>();
   Scope scope;
   uintptr_t seen = FdTable::kNone;
   Description* d = g_fds.acquire(fd, &seen);  // before the call: fd may be closed meanwhile
@@ -130,7 +135,7 @@ int owned_in_range(unsigned first, unsigned last, int* out, int max) {
         if (*s < '0' || *s > '9') continue;
         while (*s >= '0' && *s <= '9') v = v * 10 + static_cast<unsigned>(*s++ - '0');
         if (static_cast<int>(v) == dir || v < first || v > last) continue;
-        if (!g_cache->owns_fd(static_cast<int>(v))) continue;
+        if (!owns_fd_any(static_cast<int>(v))) continue;
         if (n == max) {
           sys::close(dir);
           return -1;
@@ -148,7 +153,7 @@ int owned_in_range(unsigned first, unsigned last, int* out, int max) {
   }
   unsigned cap = static_cast<unsigned>(g_fds.capacity());
   for (unsigned v = first; v <= last && v < cap; ++v) {
-    if (!g_cache->owns_fd(static_cast<int>(v))) continue;
+    if (!owns_fd_any(static_cast<int>(v))) continue;
     if (n == max) return -1;
     out[n++] = static_cast<int>(v);
   }
@@ -171,7 +176,7 @@ int do_close_range(unsigned first, unsigned last, int flags) {
     // More of the cache's descriptors than expected: close one by one.
     unsigned cap = static_cast<unsigned>(g_fds.capacity());
     for (unsigned v = first; v <= last && v < cap; ++v) {
-      if (!g_cache->owns_fd(static_cast<int>(v))) real::close(static_cast<int>(v));
+      if (!owns_fd_any(static_cast<int>(v))) real::close(static_cast<int>(v));
     }
     return 0;
   }
@@ -265,7 +270,7 @@ UPCACHE_EXPORT int creat64(const char* path, mode_t mode) {
 
 UPCACHE_EXPORT int close(int fd) {
   if (g_ready.load(std::memory_order_acquire)) {
-    if (g_cache->owns_fd(fd)) return ebadf<int>();
+    if (owns_fd_any(fd)) return ebadf<int>();
     forget(fd);
   }
   return real::close(fd);
@@ -310,7 +315,7 @@ UPCACHE_EXPORT int dup3(int fd, int fd2, int flags) noexcept {
 
 static int do_fcntl(int fd, int cmd, void* arg) {
   if (!g_ready.load(std::memory_order_acquire)) return real::fcntl64(fd, cmd, arg);
-  if (g_cache->owns_fd(fd)) return ebadf<int>();
+  if (owns_fd_any(fd)) return ebadf<int>();
   switch (cmd) {
     case F_DUPFD:
     case F_DUPFD_CLOEXEC:

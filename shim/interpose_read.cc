@@ -25,6 +25,7 @@
 #include "shim/interpose.h"
 #include "shim/kernel_offset.h"
 #include "shim/real_calls.h"
+#include "shim/signals.h"
 
 extern "C" [[noreturn]] void __chk_fail(void);
 
@@ -48,7 +49,8 @@ inline int64_t from_libc(ssize_t r) { return r < 0 ? -errno : r; }
 // serialized by ra_lock; a caller that finds it busy (concurrent preads on one
 // description) reads with a fresh state instead of waiting.
 // The cache answers -ENOBUFS when it could not get a frame (every one pinned
-// or in flight): the kernel serves that read, at the same position.
+// or in flight), -EFAULT when the buffer faulted before any byte was copied:
+// the kernel serves that read, at the same position.
 int64_t serve(int fd, Description* d, uint64_t pos, const iovec* iov, int cnt, unsigned flags) {
   // rw_verify_area(): pos + count must not overflow loff_t.
   uint64_t total = 0;
@@ -73,7 +75,11 @@ int64_t serve(int fd, Description* d, uint64_t pos, const iovec* iov, int cnt, u
     RaState scratch = d->ra_initial;
     r = g_cache->read(d->file, scratch, pos, iov, cnt, flags);
   }
-  if (__builtin_expect(r == -ENOBUFS, 0)) {
+  // -EFAULT: the program's buffer faulted in the cache's copy (shim/signals.h
+  // recovers it). The kernel then gives the exact answer: EFAULT, or the count
+  // up to the bad byte where the bad part begins inside the first cache page
+  // (a fault after whole cache pages were copied returns those pages' count).
+  if (__builtin_expect(r == -ENOBUFS || r == -EFAULT, 0)) {
     count_passthrough();
     int saved = errno;
     r = from_libc(real::preadv64(fd, iov, cnt, static_cast<off_t>(pos)));
@@ -156,6 +162,7 @@ ssize_t do_read(int fd, void* buf, size_t n) {
     if (d.looked_at()) count_passthrough();
     return real::read(fd, buf, n);
   }
+  if (__builtin_expect(signals::g_crash_on_read, 0)) signals::test_crash();  // tests only
   int saved = errno;
   int64_t r;
   if (!user_range_ok(buf, n) || reads_pass_through(d.get())) {

@@ -22,7 +22,9 @@
 #include "core/sys.h"
 #include "shim/fd_table.h"
 #include "shim/kernel_offset.h"
+#include "shim/log.h"
 #include "shim/real_calls.h"
+#include "shim/signals.h"
 
 namespace upcache::shim {
 
@@ -34,21 +36,23 @@ __thread int t_depth __attribute__((tls_model("initial-exec"))) = 0;
 namespace {
 
 alignas(StatsSink) unsigned char g_sink_storage[sizeof(StatsSink)];
-int g_log_level = 1;
 
-void say(const char* text) {
-  size_t n = strlen(text);
-  while (n > 0) {
-    int64_t w = sys::write(2, text, n);
-    if (w <= 0) break;
-    text += w;
-    n -= static_cast<size_t>(w);
-  }
-}
+// Config::from_env's warnings arrive before UPCACHE_LOG is known: they are
+// kept here and written through the logger once it is set up.
+char g_pending[2048];
+size_t g_pending_len = 0;
 
 void warn_line(const char* line) {
-  say(line);
-  say("\n");
+  size_t n = strlen(line);
+  if (g_pending_len + n + 1 > sizeof g_pending) return;
+  memcpy(g_pending + g_pending_len, line, n);
+  g_pending_len += n;
+  g_pending[g_pending_len++] = '\0';
+}
+
+void flush_pending() {
+  for (size_t i = 0; i < g_pending_len; i += strlen(g_pending + i) + 1) log::line(1, g_pending + i);
+  g_pending_len = 0;
 }
 
 // The statistics segment (core/stats_segment.h): a named, shared segment
@@ -73,30 +77,31 @@ void init() {
   try {
     bool secure = getauxval(AT_SECURE) != 0;
     Config config = Config::from_env(warn_line, secure);
-    g_log_level = config.log_level;
+    // UPCACHE_DISABLE=1: nothing of upcache stays, not even a log descriptor.
+    log::init(config.disabled ? nullptr : config.log_file.c_str(), config.log_level);
+    flush_pending();
     if (config.disabled) return;
     if (!new_segment(config)) {
-      if (g_log_level >= 1) say("upcache: cannot map the statistics segment; passing every call through\n");
+      log::line(1, "upcache: cannot map the statistics segment; passing every call through");
       return;
     }
     g_stats = new (g_sink_storage) StatsSink(g_segment.seg());
     std::string error;
     std::unique_ptr<Cache> cache = Cache::create(config, g_stats, &error);
     if (cache == nullptr) {
-      if (g_log_level >= 1) {
-        say("upcache: cannot create the cache (");
-        say(error.empty() ? "unknown error" : error.c_str());
-        say("); passing every call through\n");
-      }
+      log::line(1, "upcache: cannot create the cache (", error.empty() ? "unknown error" : error.c_str(),
+                "); passing every call through");
       return;
     }
     if (!g_fds.init()) {
-      if (g_log_level >= 1) say("upcache: cannot map the descriptor table; passing every call through\n");
+      log::line(1, "upcache: cannot map the descriptor table; passing every call through");
       return;
     }
     g_cache = cache.release();  // lives until the process ends: threads may still read at exit
+    // SIGSEGV/SIGBUS: the guarded copy's recovery, chained to the program's handlers.
+    signals::install({config.cache_bytes, config.page_size, config.ra_max_bytes}, config.fault.c_str());
   } catch (...) {
-    if (g_log_level >= 1) say("upcache: initialization failed; passing every call through\n");
+    log::line(1, "upcache: initialization failed; passing every call through");
     return;
   }
   install_fork_handlers();
