@@ -28,18 +28,6 @@ bool g_crash_on_read = false;
 
 namespace {
 
-#if defined(__SANITIZE_ADDRESS__)
-constexpr bool kSanitized = true;
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-constexpr bool kSanitized = true;
-#else
-constexpr bool kSanitized = false;
-#endif
-#else
-constexpr bool kSanitized = false;
-#endif
-
 using SigactionFn = int (*)(int, const struct sigaction*, struct sigaction*);
 using SignalFn = sighandler_t (*)(int, sighandler_t);
 
@@ -428,9 +416,9 @@ sighandler_t do_sigset(int sig, sighandler_t disp) {
 void install(const State& state, const char* fault) {
   g_state = state;
   g_crash_on_read = has_token(fault, "crash_on_read");
-  // ASan (UPCACHE_SANITIZE builds) owns SIGSEGV and reports faults itself:
-  // leave its handler alone; a bad buffer then shows as an ASan report.
-  if (kSanitized) return;
+  // Sanitizer builds (UPCACHE_SANITIZE): ASan installed its SIGSEGV handler
+  // with a raw system call before this constructor ran; it is recorded here
+  // like any earlier disposition and chained to, so its reports stay intact.
   if (real_sigaction() == nullptr) return;
   dl_iterate_phdr(find_text, nullptr);
   WriteSection w;

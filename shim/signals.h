@@ -38,9 +38,9 @@
 // SIGSEGV/SIGBUS (the kernel then kills the process as it would for any
 // blocked synchronous fault; plain, the read would have returned EFAULT).
 //
-// Sanitizer builds of the library (UPCACHE_SANITIZE): ASan owns SIGSEGV and
-// reports faults itself, so install() does nothing and every wrapper passes
-// through.
+// Sanitizer builds (UPCACHE_SANITIZE): ASan's own SIGSEGV handler, set
+// before our constructor, is the recorded disposition; ASan reports a fault
+// outside a guarded copy through the chain with the original context.
 #pragma once
 
 #include <cstdint>
