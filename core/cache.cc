@@ -140,7 +140,9 @@ class CacheImpl final : public Cache {
   void invalidate_inode(const struct stat& st, uint64_t offset, uint64_t len);
 
   // --- I/O ---
-  int64_t issue(FileRef* file, uint64_t start, uint64_t count, uint64_t need_end, uint64_t mark);
+  int64_t issue(FileRef* file, uint64_t start, uint64_t count, uint64_t need_end, uint64_t mark,
+                uint64_t pin_page = kNoPin, int64_t* pinned = nullptr);
+  static constexpr uint64_t kNoPin = ~0ull;
   int64_t submit_run(FileRef* file, uint64_t first_page, const uint32_t* frames, uint32_t n,
                   bool sync);
   void complete_run(uint64_t first_page, const uint32_t* frames, uint32_t n, int64_t result);
@@ -532,8 +534,13 @@ int64_t CacheImpl::submit_run(FileRef* file, uint64_t first_page, const uint32_t
 // the rest through the asynchronous queue. `mark` gets the READAHEAD mark.
 // Returns how many pages before `need_end` it read (the caller's misses), or
 // -errno when reading one of them failed.
+//
+// If it claims page `pin_page`, the frame is handed back in *pinned with a
+// pin held for the caller: the page cannot be evicted between its read and
+// the caller's copy, however hard other readers press on the cache, so every
+// miss makes progress.
 int64_t CacheImpl::issue(FileRef* file, uint64_t start, uint64_t count, uint64_t need_end,
-                          uint64_t mark) {
+                          uint64_t mark, uint64_t pin_page, int64_t* pinned) {
   uint64_t end = start + count;
   uint64_t limit = file_pages(file->size.load(std::memory_order_relaxed));
   if (end > limit) end = limit;
@@ -605,6 +612,8 @@ int64_t CacheImpl::issue(FileRef* file, uint64_t start, uint64_t count, uint64_t
     uint64_t flags = kHashed | kIo;
     if (p == mark) flags |= kReadahead;
     if (!needed) flags |= kUnread;
+    bool pin = p == pin_page && pinned != nullptr;
+    if (pin) flags |= kPinOne | kReferenced;
     int64_t got = index_->insert_or_get(file->file_id, p, static_cast<uint32_t>(v), [&] {
       uint64_t s = f.state.load(std::memory_order_relaxed);
       uint64_t version = (s >> kVersionShift) + 1;
@@ -617,6 +626,7 @@ int64_t CacheImpl::issue(FileRef* file, uint64_t start, uint64_t count, uint64_t
       flush_async();
       continue;
     }
+    if (pin) *pinned = v;
     if (needed) {
       ++needed_read;
       if (nsync == Backend::kMaxIov) flush_sync();
@@ -703,11 +713,12 @@ int64_t CacheImpl::read(FileRef* file, RaState& ra, uint64_t pos, const iovec* i
       RaWindow w = alone ? RaWindow{} : ra_on_miss(ra, ctx, p, ra_last + 1 - p);
       // The caller needs [p, last]; whatever the window says, those pages are read now.
       uint64_t need_end = alone ? p + 1 : last + 1;
-      int64_t got = 0, more = 0;
+      int64_t got = 0, more = 0, pinned = -1;
       if (w.size == 0 || w.start > p || w.start + w.size < need_end)
-        got = issue(file, p, need_end - p, need_end, RaWindow::kNoMark);
-      if (w.size > 0 && got >= 0) more = issue(file, w.start, w.size, need_end, w.mark);
+        got = issue(file, p, need_end - p, need_end, RaWindow::kNoMark, p, &pinned);
+      if (w.size > 0 && got >= 0) more = issue(file, w.start, w.size, need_end, w.mark, p, &pinned);
       if (got < 0 || more < 0) {
+        if (pinned >= 0) unpin(arena_.frame(pinned));
         if (!alone) {
           alone = true;
           continue;
@@ -718,11 +729,15 @@ int64_t CacheImpl::read(FileRef* file, RaState& ra, uint64_t pos, const iovec* i
         break;
       }
       misses += static_cast<uint64_t>(got + more);
-      if (++retries > 64) {
-        error = -ENOBUFS;  // no frame could be had for our page
-        break;
+      if (pinned < 0) {
+        // Someone else is reading page p (or no frame could be had): look again.
+        if (++retries > 64) {
+          error = -ENOBUFS;
+          break;
+        }
+        continue;
       }
-      continue;
+      i = pinned;  // our own read, pinned for us
     }
     FrameDesc& f = arena_.frame(i);
     uint64_t s = f.state.load(std::memory_order_acquire);

@@ -28,10 +28,6 @@ echo "== build build-tsan ($tsan_tests)"
 # shellcheck disable=SC2086
 cmake --build build-tsan -j"$jobs" --target $tsan_tests
 echo "== test build-tsan"
-# FourThreadsTinyCacheThreadEngine is left out here: under TSan's timing it
-# hits the known short-read-under-frame-pressure bug of Cache::read (a read
-# that gave up with ENOBUFS after copying some pages; see
-# tests/reliability/CMakeLists.txt, rel_load_tmpfs). TSan itself reports no race.
 TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 suppressions=$PWD/tests/tsan.supp" \
   ctest --test-dir build-tsan --output-on-failure -j"$jobs" --timeout 900 \
-    -R "^(CacheConcurrency|CacheTest|PageIndexTest|ClockTest|Arena)\\." -E "_NOT_BUILT|FourThreadsTinyCacheThreadEngine"
+    -R "^(CacheConcurrency|CacheTest|PageIndexTest|ClockTest|Arena)\\." -E "_NOT_BUILT"
