@@ -375,10 +375,13 @@ void CacheImpl::reap_dead_owner(int pid) {
     FrameDesc& f = arena_.frame(i);
     uint64_t s = f.state.load(std::memory_order_acquire);
     if (!(s & kIo) || f.io_owner.load(std::memory_order_relaxed) != pid) continue;
-    uint64_t next = (s & ~(kIo | kHashed | kWaiters | kReadahead | kUnread)) | kError;
-    if (!f.state.compare_exchange_strong(s, next, std::memory_order_acq_rel)) continue;
+    // Unlink while IO still protects the frame (see finish_io).
     index_->remove(f.file_id.load(std::memory_order_relaxed), f.page.load(std::memory_order_relaxed),
                    static_cast<uint32_t>(i));
+    uint64_t next;
+    do {
+      next = (s & ~(kIo | kHashed | kWaiters | kReadahead | kUnread)) | kError;
+    } while ((s & kIo) && !f.state.compare_exchange_weak(s, next, std::memory_order_acq_rel));
     futex_wake_all(low_word(&f.state));
   }
 }
@@ -429,6 +432,13 @@ void CacheImpl::finish_io(uint32_t frame, int64_t bytes) {
     f.valid.store(static_cast<uint32_t>(bytes), std::memory_order_relaxed);
     stats_->cached_bytes(bytes);
   }
+  if (bytes < 0) {
+    // The error is reported to those waiting now, not cached: the next read
+    // retries. Unlink first, while IO still keeps the frame from being
+    // reclaimed: a frame that is unhashed but still linked could be given to
+    // another page and linked into a second chain.
+    index_->remove(f.file_id.load(std::memory_order_relaxed), f.page.load(std::memory_order_relaxed), frame);
+  }
   uint64_t s = f.state.load(std::memory_order_relaxed);
   uint64_t next;
   do {
@@ -438,10 +448,6 @@ void CacheImpl::finish_io(uint32_t frame, int64_t bytes) {
       next = (s & ~(kIo | kWaiters | kHashed | kReadahead | kUnread)) | kError;
     }
   } while (!f.state.compare_exchange_weak(s, next, std::memory_order_release, std::memory_order_relaxed));
-  if (bytes < 0) {
-    // The error is reported to those waiting now, not cached: the next read retries.
-    index_->remove(f.file_id.load(std::memory_order_relaxed), f.page.load(std::memory_order_relaxed), frame);
-  }
   if (s & kWaiters) futex_wake_all(low_word(&f.state));
 }
 
@@ -664,6 +670,22 @@ void CacheImpl::prefetch(FileRef* file, uint64_t offset, uint64_t len) {
 
 // ---------------------------------------------------------------- read
 
+// Waiting for another thread to finish with a frame: spin briefly, then
+// yield, then sleep; false after about two seconds (the caller gives up and
+// the read goes to the kernel).
+bool backoff(unsigned& attempt) {
+  ++attempt;
+  if (attempt < 16) return true;
+  if (attempt < 64) {
+    sched_yield();
+    return true;
+  }
+  if (attempt > 64 + 20000) return false;
+  struct timespec ts = {0, 100 * 1000};
+  sys::raw(SYS_nanosleep, reinterpret_cast<long>(&ts), 0);
+  return true;
+}
+
 int64_t CacheImpl::read(FileRef* file, RaState& ra, uint64_t pos, const iovec* iov, int iovcnt,
                         unsigned flags) {
   uint64_t want = IovCursor::total(iov, iovcnt);
@@ -696,7 +718,8 @@ int64_t CacheImpl::read(FileRef* file, RaState& ra, uint64_t pos, const iovec* i
   uint64_t done = 0;  // bytes copied
   uint64_t misses = 0;  // pages this read had to read itself
   int64_t error = 0;
-  unsigned retries = 0;
+  unsigned retries = 0;  // pages read again (failed elsewhere, or stale)
+  unsigned waits = 0;    // waits for a frame someone else holds
   bool alone = false;  // read the pages still missing one at a time
 
   for (uint64_t p = first; p <= last;) {
@@ -730,8 +753,10 @@ int64_t CacheImpl::read(FileRef* file, RaState& ra, uint64_t pos, const iovec* i
       }
       misses += static_cast<uint64_t>(got + more);
       if (pinned < 0) {
-        // Someone else is reading page p (or no frame could be had): look again.
-        if (++retries > 64) {
+        // Page p is there but could not be pinned: another thread is
+        // between taking it for eviction and unhashing it (it may have been
+        // preempted right there), or no frame could be had. Let it finish.
+        if (!backoff(waits)) {
           error = -ENOBUFS;
           break;
         }

@@ -12,7 +12,10 @@
 //    is never evicted or overwritten.
 //  - A reader pins, then re-checks the key: if the key matches after the pin
 //    succeeded, the frame holds that page until it unpins.
-//  - HASHED means the frame is reachable from the index under its key.
+//  - HASHED means the frame is reachable from the index under its key. A
+//    frame is unlinked from the index before (or, under a pin, right after)
+//    HASHED is cleared: never is an unpinned, idle frame unhashed but still
+//    linked, or the clock could give it to another page and link it twice.
 //  - UPTODATE and ERROR are set only when IO is cleared; readers sleeping on
 //    IO set WAITERS first, and whoever clears IO wakes them.
 #pragma once
