@@ -52,6 +52,20 @@ inline int64_t from_libc(ssize_t r) { return r < 0 ? -errno : r; }
 // or in flight), -EFAULT when the buffer faulted before any byte was copied:
 // the kernel serves that read, at the same position.
 int64_t serve(int fd, Description* d, uint64_t pos, const iovec* iov, int cnt, unsigned flags) {
+  // A description shared with another process may have had its status flags
+  // changed there (fcntl(F_SETFL, O_DIRECT) in a child): ask the kernel. Shared
+  // descriptions already pay system calls for their offset; private ones
+  // cannot change behind our back.
+  if (d->shared.load(std::memory_order_acquire)) {
+    int fl = static_cast<int>(sys::fcntl(fd, F_GETFL));
+    if (fl >= 0 && (fl & O_DIRECT)) {
+      count_passthrough();
+      int saved = errno;
+      int64_t r = from_libc(real::preadv64(fd, iov, cnt, static_cast<off_t>(pos)));
+      errno = saved;
+      return r;
+    }
+  }
   // rw_verify_area(): pos + count must not overflow loff_t.
   uint64_t total = 0;
   for (int i = 0; i < cnt; ++i) total += iov[i].iov_len;
