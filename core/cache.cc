@@ -168,6 +168,9 @@ class CacheImpl final : public Cache {
   AsyncRequest* requests_ = nullptr;  // kAsyncRequests, per process
 };
 
+// Hits whose latency is measured: one in kHitSample (per thread).
+constexpr unsigned kHitSample = 64;
+
 // The probe readahead uses to look behind and ahead of a position.
 struct ProbeContext {
   const CacheImpl* cache;
@@ -690,7 +693,10 @@ int64_t CacheImpl::read(FileRef* file, RaState& ra, uint64_t pos, const iovec* i
                         unsigned flags) {
   uint64_t want = IovCursor::total(iov, iovcnt);
   if (want == 0) return 0;
-  uint64_t t0 = now_ns();
+  // Latency: every read that misses is timed; of the hits, one in
+  // kHitSample per thread (two clock reads would cost as much as the hit).
+  static thread_local unsigned hit_clock __attribute__((tls_model("initial-exec"))) = 0;
+  uint64_t t0 = (++hit_clock % kHitSample) == 0 ? now_ns() : 0;
   uint64_t size = file->size.load(std::memory_order_relaxed);
   // A read that reaches what we believe is the end asks the kernel: the file
   // may have grown (or shrunk) since.
@@ -733,6 +739,7 @@ int64_t CacheImpl::read(FileRef* file, RaState& ra, uint64_t pos, const iovec* i
       // readahead (as filemap_read retries the first page of a failed batch
       // alone): the bytes before a bad page are returned, only the failure
       // of the page at the read position is reported.
+      if (t0 == 0) t0 = now_ns();  // every miss is timed (from here)
       RaWindow w = alone ? RaWindow{} : ra_on_miss(ra, ctx, p, ra_last + 1 - p);
       // The caller needs [p, last]; whatever the window says, those pages are read now.
       uint64_t need_end = alone ? p + 1 : last + 1;
@@ -841,13 +848,19 @@ int64_t CacheImpl::read(FileRef* file, RaState& ra, uint64_t pos, const iovec* i
   uint64_t touched = done ? ((pos + done - 1) >> shift_) - first + 1 : 0;
   uint64_t hits = touched > misses ? touched - misses : 0;
   stats_->add(stats::kReads);
-  stats_->add(stats::kBytesRead, done);
-  stats_->add(stats::kHits, hits);
-  stats_->add(stats::kMisses, misses);
-  stats_->file_add(file->stats_slot, stats::kFileBytes, done);
-  stats_->file_add(file->stats_slot, stats::kFileHits, hits);
-  stats_->file_add(file->stats_slot, stats::kFileMisses, misses);
-  stats_->latency(misses ? stats::kMissLatency : stats::kHitLatency, now_ns() - t0);
+  if (done) {
+    stats_->add(stats::kBytesRead, done);
+    stats_->file_add(file->stats_slot, stats::kFileBytes, done);
+  }
+  if (hits) {
+    stats_->add(stats::kHits, hits);
+    stats_->file_add(file->stats_slot, stats::kFileHits, hits);
+  }
+  if (misses) {
+    stats_->add(stats::kMisses, misses);
+    stats_->file_add(file->stats_slot, stats::kFileMisses, misses);
+  }
+  if (t0) stats_->latency(misses ? stats::kMissLatency : stats::kHitLatency, now_ns() - t0);
   if (done > 0) return static_cast<int64_t>(done);
   return error;
 }
