@@ -861,6 +861,7 @@ int64_t CacheImpl::read(FileRef* file, RaState& ra, uint64_t pos, const iovec* i
     stats_->file_add(file->stats_slot, stats::kFileMisses, misses);
   }
   if (t0) stats_->latency(misses ? stats::kMissLatency : stats::kHitLatency, now_ns() - t0);
+  StatsSink::last_read_misses() = misses;
   if (done > 0) return static_cast<int64_t>(done);
   return error;
 }

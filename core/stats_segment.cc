@@ -710,7 +710,7 @@ std::vector<CallerTotals> caller_totals(const Segment& seg) {
   std::vector<CallerTotals> out;
   for (const CallerSlot& c : seg.callers) {
     uint64_t hash = c.hash.load(std::memory_order_acquire);
-    if (hash == 0) continue;
+    if (hash <= 1) continue;  // free, or being claimed by a writer
     CallerTotals t;
     t.hash = hash;
     for (int i = 0; i < kCallerDepth; ++i) {

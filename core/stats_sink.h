@@ -39,6 +39,13 @@ class StatsSink {
         n, std::memory_order_relaxed);
   }
 
+  // Pages the calling thread's last Cache::read had to read itself (for
+  // call-site attribution, which samples reads after the fact).
+  static uint64_t& last_read_misses() {
+    static thread_local uint64_t misses __attribute__((tls_model("initial-exec"))) = 0;
+    return misses;
+  }
+
   // Sum of one counter over all stripes (for tests and tools).
   static uint64_t total(const stats::Segment& seg, stats::Counter c);
 

@@ -22,6 +22,7 @@
 
 #include "core/cache.h"
 #include "core/sys.h"
+#include "shim/callers.h"
 #include "shim/interpose.h"
 #include "shim/kernel_offset.h"
 #include "shim/real_calls.h"
@@ -98,7 +99,9 @@ int64_t serve(int fd, Description* d, uint64_t pos, const iovec* iov, int cnt, u
     int saved = errno;
     r = from_libc(real::preadv64(fd, iov, cnt, static_cast<off_t>(pos)));
     errno = saved;
+    return r;
   }
+  callers_after_read(r);
   return r;
 }
 

@@ -86,6 +86,22 @@ finally:
     p.send_signal(signal.SIGTERM)
     p.wait()
 
+# Call sites: with UPCACHE_CALLERS=1 every served read records its stack;
+# `upcache stat --callers` names python's read function while it runs.
+env["UPCACHE_CALLERS"] = "1"
+p = subprocess.Popen([py, "-c", reader, path, "sleep"], env=env, stdout=subprocess.PIPE, text=True)
+try:
+    check(p.stdout.readline().strip() == "ready", "callers reader did not finish")
+    out = subprocess.run([upcache, "stat", "--callers", str(p.pid)], env=tool_env,
+                         capture_output=True, text=True).stdout
+    print(out)
+    check("by bytes" in out and "_Py_read" in out and "128M" in out,
+          "--callers does not show python's read call site with all 128M")
+finally:
+    p.send_signal(signal.SIGTERM)
+    p.wait()
+del env["UPCACHE_CALLERS"]
+
 # Kept after exit, then cleaned.
 env["UPCACHE_STATS_KEEP"] = "1"
 p = subprocess.run([py, "-c", reader, path, "exit"], env=env, capture_output=True, text=True)
