@@ -47,7 +47,7 @@ struct Fixture {
     seg = std::make_unique<stats::Segment>();
     memset(static_cast<void*>(seg.get()), 0, sizeof(stats::Segment));
     sink = std::make_unique<StatsSink>(seg.get());
-    Config c;  // defaults: 64 KiB pages, 4 MiB readahead
+    Config c;  // defaults (16 KiB pages, 16 MiB readahead)
     c.cache_bytes = 256ull << 20;
     std::string err;
     cache = Cache::create(c, sink.get(), &err);

@@ -18,8 +18,8 @@ enum class AsyncEngine { kAuto, kUring, kThreads };
 struct Config {
   // Documented defaults; README and upcache(7) state them and why.
   static constexpr uint64_t kDefaultCacheBytes = 1ull << 30;       // 1 GiB
-  static constexpr uint64_t kDefaultPageSize = 64ull << 10;        // 64 KiB
-  static constexpr uint64_t kDefaultRaMaxBytes = 4ull << 20;       // 4 MiB
+  static constexpr uint64_t kDefaultPageSize = 16ull << 10;        // 16 KiB
+  static constexpr uint64_t kDefaultRaMaxBytes = 16ull << 20;      // 16 MiB
   static constexpr uint64_t kDefaultMinFileBytes = 64ull << 10;    // 64 KiB
   static constexpr uint64_t kMinPageSize = 4096;
   static constexpr uint64_t kMaxPageSize = 2ull << 20;
