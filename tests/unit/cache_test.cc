@@ -4,6 +4,7 @@
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -423,13 +424,16 @@ TEST_F(CacheTest, ChildDyingWithReadsInFlightDoesNotStallOthers) {
   ASSERT_TRUE(write_pattern_file(path, size, 16));
   FileRef* f = open_file(path);
   ASSERT_NE(f, nullptr);
-  for (int round = 0; round < 3; ++round) {
+  for (int round = 0; round < 4; ++round) {
     pid_t pid = fork();
     ASSERT_GE(pid, 0);
     if (pid == 0) {
       cache->after_fork_child();
       cache->prefetch(f, 0, size);
-      _exit(0);  // no drain: the reads are still in flight
+      // No drain: the reads are still in flight. Rounds alternate between a
+      // plain exit and SIGKILL (no handler, no exit path at all).
+      if (round % 2) raise(SIGKILL);
+      _exit(0);
     }
     int status = 0;
     ASSERT_EQ(waitpid(pid, &status, 0), pid);
