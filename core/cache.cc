@@ -888,16 +888,31 @@ void CacheImpl::drop_range(uint64_t file_id, uint64_t offset, uint64_t len, uint
 // pages the change left valid) instead of treating the file as replaced.
 void CacheImpl::invalidate_inode(const struct stat& st, uint64_t offset, uint64_t len) {
   uint64_t new_size = static_cast<uint64_t>(st.st_size);
+  // The id the inode table holds is the one every process sharing the arena
+  // attaches with; a forked relative may hold it while this process has no
+  // FileRef for the inode at all (a write through a write-only descriptor).
+  uint64_t shared_id = 0, recorded_size = 0;
+  bool shared = inodes_->lookup(st.st_dev, st.st_ino, &shared_id, &recorded_size);
+  bool shared_done = false;
   pthread_mutex_lock(&files_lock_);
   for (FileRef* f = files_; f; f = f->next) {
     if (f->identity.dev != st.st_dev || f->identity.ino != st.st_ino) continue;
     uint64_t old_size = f->size.exchange(new_size, std::memory_order_relaxed);
+    if (shared && f->file_id == shared_id) {
+      if (recorded_size > old_size) old_size = recorded_size;
+      shared_done = true;
+    }
     drop_range(f->file_id, offset, len, old_size > new_size ? old_size : new_size);
     if (old_size != new_size && old_size > 0) drop_page(f->file_id, (old_size - 1) >> shift_);
     f->identity = identity_of(st, f->identity.generation);
     inodes_->update(f->file_id, f->identity);
   }
   pthread_mutex_unlock(&files_lock_);
+  if (shared && !shared_done) {
+    drop_range(shared_id, offset, len, recorded_size > new_size ? recorded_size : new_size);
+    if (recorded_size != new_size && recorded_size > 0) drop_page(shared_id, (recorded_size - 1) >> shift_);
+    inodes_->update_attributes(shared_id, identity_of(st, 0));
+  }
 }
 
 void CacheImpl::invalidate(FileRef* file, uint64_t offset, uint64_t len) {

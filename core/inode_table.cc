@@ -47,6 +47,40 @@ uint64_t InodeTable::validate(const FileIdentity& id) {
   return slot->file_id;
 }
 
+bool InodeTable::lookup(uint64_t dev, uint64_t ino, uint64_t* file_id, uint64_t* size) {
+  ArenaHeader& h = arena_.header();
+  InodeEntry* table = arena_.inodes();
+  uint64_t mask = h.inode_count - 1;
+  uint64_t home = slot_of(dev, ino, mask);
+  SpinGuard guard(h.inode_lock);
+  for (int i = 0; i < kProbe; ++i) {
+    InodeEntry& e = table[(home + i) & mask];
+    if (e.file_id != 0 && e.id.dev == dev && e.id.ino == ino) {
+      *file_id = e.file_id;
+      *size = e.id.size;
+      return true;
+    }
+  }
+  return false;
+}
+
+void InodeTable::update_attributes(uint64_t file_id, const FileIdentity& id) {
+  ArenaHeader& h = arena_.header();
+  InodeEntry* table = arena_.inodes();
+  uint64_t mask = h.inode_count - 1;
+  uint64_t home = slot_of(id.dev, id.ino, mask);
+  SpinGuard guard(h.inode_lock);
+  for (int i = 0; i < kProbe; ++i) {
+    InodeEntry& e = table[(home + i) & mask];
+    if (e.file_id == file_id && e.id.dev == id.dev && e.id.ino == id.ino) {
+      uint64_t generation = e.id.generation;
+      e.id = id;
+      e.id.generation = generation;
+      return;
+    }
+  }
+}
+
 void InodeTable::update(uint64_t file_id, const FileIdentity& id) {
   ArenaHeader& h = arena_.header();
   InodeEntry* table = arena_.inodes();

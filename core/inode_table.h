@@ -43,9 +43,15 @@ class InodeTable {
   // the recorded one if nothing changed, a new one otherwise.
   uint64_t validate(const FileIdentity& id);
 
+  // The file id currently recorded for (dev, ino) and the size recorded with
+  // it; false if the inode is not in the table.
+  bool lookup(uint64_t dev, uint64_t ino, uint64_t* file_id, uint64_t* size);
+
   // The program itself changed the file (write, truncate): record the new
   // attributes so the next open keeps the pages the change left valid.
   void update(uint64_t file_id, const FileIdentity& id);
+  // The same, keeping the recorded generation (the caller could not read it).
+  void update_attributes(uint64_t file_id, const FileIdentity& id);
 
  private:
   Arena& arena_;

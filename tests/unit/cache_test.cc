@@ -518,3 +518,53 @@ TEST_F(CacheTest, SmallFilesAreLeftToTheKernelByDefault) {
 
 }  // namespace
 }  // namespace upcache
+
+namespace upcache {
+namespace {
+
+// A forked relative that has no FileRef for the inode writes to it (through a
+// write-only descriptor): the pages the parent cached under the inode's
+// shared file id must go, or the parent would keep reading the old bytes.
+TEST_F(CacheTest, WriteInAnotherProcessWithoutFileRefDropsSharedPages) {
+  make_cache(8 << 20, 4096);
+  std::string path = dir + "/f";
+  ASSERT_TRUE(write_pattern_file(path, 60000, 18));
+  int go[2], done[2];
+  ASSERT_EQ(pipe(go), 0);
+  ASSERT_EQ(pipe(done), 0);
+  pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    cache->after_fork_child();
+    char c;
+    if (read(go[0], &c, 1) != 1) _exit(2);
+    int w = open(path.c_str(), O_WRONLY);
+    std::vector<char> v(10000);
+    fill_pattern(v, 20000, 19);
+    bool ok = pwrite(w, v.data(), v.size(), 20000) == 10000;
+    cache->invalidate_fd(w, 20000, 10000);
+    close(w);
+    ok = ok && write(done[1], "x", 1) == 1;
+    _exit(ok ? 0 : 1);
+  }
+  FileRef* f = open_file(path);  // after the fork: the child has no FileRef
+  ASSERT_NE(f, nullptr);
+  RaState ra = cache->new_ra_state();
+  expect_pattern(f, ra, 0, 60000, 60000, 18);
+  ASSERT_EQ(write(go[1], "x", 1), 1);
+  char c;
+  ASSERT_EQ(read(done[0], &c, 1), 1);
+  int status = 0;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  std::vector<char> buf(60000);
+  ASSERT_EQ(read_at(f, ra, 0, buf), 60000);
+  for (uint64_t i = 0; i < 60000; ++i) {
+    uint8_t want = (i >= 20000 && i < 30000) ? pattern_byte(i, 19) : pattern_byte(i, 18);
+    ASSERT_EQ(static_cast<uint8_t>(buf[i]), want) << i;
+  }
+  for (int fd : {go[0], go[1], done[0], done[1]}) close(fd);
+}
+
+}  // namespace
+}  // namespace upcache
