@@ -13,6 +13,10 @@ upcache="$build/tools/upcache"
 data="$build/demo"
 file="$data/demo.dat"
 mkdir -p "$data"
+# The system's python3 (a version manager's wrapper script would add its own
+# processes to the statistics).
+py=/usr/bin/python3
+[ -x "$py" ] || py=python3
 
 if [ ! -f "$file" ] || [ "$(stat -c %s "$file")" != $((size_mib << 20)) ]; then
   echo "== generating $file ($size_mib MiB)"
@@ -57,11 +61,11 @@ drop_kernel_cache() {
 
 echo "== kernel page cache: python3 reads the file twice with 64 KiB read() calls"
 drop_kernel_cache
-read -r kcold kwarm kbytes ksum1 ksum2 < <(python3 -c "$reader" "$file")
+read -r kcold kwarm kbytes ksum1 ksum2 < <("$py" -c "$reader" "$file")
 
 echo "== upcache: the same program under 'upcache run' (page cache in user space, O_DIRECT backend)"
 drop_kernel_cache
-read -r ucold uwarm ubytes usum1 usum2 < <("$upcache" run -- python3 -c "$reader" "$file")
+read -r ucold uwarm ubytes usum1 usum2 < <("$upcache" run -- "$py" -c "$reader" "$file")
 
 ratio() { python3 -c "import sys; a,b=float(sys.argv[1]),float(sys.argv[2]); print(f'{a/b:.2f}x' if b>0 else '-')" "$1" "$2"; }
 mib_s() { python3 -c "import sys; print(f'{int(sys.argv[2])/float(sys.argv[1])/1048576:.0f} MiB/s')" "$1" "$2"; }
