@@ -454,12 +454,19 @@ void CacheImpl::finish_io(uint32_t frame, int64_t bytes) {
   if (s & kWaiters) futex_wake_all(low_word(&f.state));
 }
 
+// Coherence depends on this finding the page if it is there, so it looks
+// under the bucket lock (a lock-free walk may miss an entry while the chain
+// changes), and a frame it cannot pin (being evicted this very moment, hence
+// about to leave the index) is looked up again until it is gone.
 void CacheImpl::drop_page(uint64_t file_id, uint64_t page) {
-  for (;;) {
-    int64_t i = index_->find(file_id, page);
+  for (unsigned attempt = 0;; ++attempt) {
+    int64_t i = index_->find_exact(file_id, page);
     if (i == PageIndex::kNone) return;
     FrameDesc& f = arena_.frame(i);
-    if (!try_pin(f, file_id, page)) return;
+    if (!try_pin(f, file_id, page)) {
+      if (attempt > 16) sched_yield();
+      continue;
+    }
     uint64_t s = wait_io(f);
     // Unhash it while pinned (our pin keeps it from being reused); later
     // lookups miss and read the page again.

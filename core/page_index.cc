@@ -28,6 +28,12 @@ int64_t PageIndex::find(uint64_t file_id, uint64_t page) const {
   return kNone;
 }
 
+int64_t PageIndex::find_exact(uint64_t file_id, uint64_t page) const {
+  Bucket& b = bucket(file_id, page);
+  SpinGuard guard(b.lock);
+  return find_locked(b, file_id, page);
+}
+
 int64_t PageIndex::find_locked(Bucket& b, uint64_t file_id, uint64_t page) const {
   for (uint32_t link = b.head.load(std::memory_order_relaxed); link != 0;) {
     FrameDesc& f = arena_.frame(link - 1);

@@ -26,6 +26,10 @@ class PageIndex {
   // A candidate frame for (file_id, page), or kNone. Lock free.
   int64_t find(uint64_t file_id, uint64_t page) const;
 
+  // The frame of (file_id, page) if it is in the index, under the bucket
+  // lock: never a false miss (for coherence; not the hit path).
+  int64_t find_exact(uint64_t file_id, uint64_t page) const;
+
   // Under the bucket lock: if (file_id, page) is present returns its frame;
   // otherwise links `frame` (whose key the caller has set, LOCKED by the
   // caller) and returns it. The caller tells which happened by comparing.
