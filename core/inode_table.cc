@@ -47,53 +47,42 @@ uint64_t InodeTable::validate(const FileIdentity& id) {
   return slot->file_id;
 }
 
-bool InodeTable::lookup(uint64_t dev, uint64_t ino, uint64_t* file_id, uint64_t* size) {
+// The entry of (dev, ino) — and of `file_id` unless it is 0 — or null.
+// Caller holds the table lock.
+InodeEntry* InodeTable::find_locked(uint64_t dev, uint64_t ino, uint64_t file_id) {
   ArenaHeader& h = arena_.header();
   InodeEntry* table = arena_.inodes();
   uint64_t mask = h.inode_count - 1;
   uint64_t home = slot_of(dev, ino, mask);
-  SpinGuard guard(h.inode_lock);
   for (int i = 0; i < kProbe; ++i) {
     InodeEntry& e = table[(home + i) & mask];
-    if (e.file_id != 0 && e.id.dev == dev && e.id.ino == ino) {
-      *file_id = e.file_id;
-      *size = e.id.size;
-      return true;
-    }
+    if (e.file_id != 0 && e.id.dev == dev && e.id.ino == ino && (file_id == 0 || e.file_id == file_id))
+      return &e;
   }
-  return false;
+  return nullptr;
+}
+
+bool InodeTable::lookup(uint64_t dev, uint64_t ino, uint64_t* file_id, uint64_t* size) {
+  SpinGuard guard(arena_.header().inode_lock);
+  InodeEntry* e = find_locked(dev, ino, 0);
+  if (e == nullptr) return false;
+  *file_id = e->file_id;
+  *size = e->id.size;
+  return true;
 }
 
 void InodeTable::update_attributes(uint64_t file_id, const FileIdentity& id) {
-  ArenaHeader& h = arena_.header();
-  InodeEntry* table = arena_.inodes();
-  uint64_t mask = h.inode_count - 1;
-  uint64_t home = slot_of(id.dev, id.ino, mask);
-  SpinGuard guard(h.inode_lock);
-  for (int i = 0; i < kProbe; ++i) {
-    InodeEntry& e = table[(home + i) & mask];
-    if (e.file_id == file_id && e.id.dev == id.dev && e.id.ino == id.ino) {
-      uint64_t generation = e.id.generation;
-      e.id = id;
-      e.id.generation = generation;
-      return;
-    }
+  SpinGuard guard(arena_.header().inode_lock);
+  if (InodeEntry* e = find_locked(id.dev, id.ino, file_id)) {
+    uint64_t generation = e->id.generation;
+    e->id = id;
+    e->id.generation = generation;
   }
 }
 
 void InodeTable::update(uint64_t file_id, const FileIdentity& id) {
-  ArenaHeader& h = arena_.header();
-  InodeEntry* table = arena_.inodes();
-  uint64_t mask = h.inode_count - 1;
-  uint64_t home = slot_of(id.dev, id.ino, mask);
-  SpinGuard guard(h.inode_lock);
-  for (int i = 0; i < kProbe; ++i) {
-    InodeEntry& e = table[(home + i) & mask];
-    if (e.file_id == file_id && e.id.dev == id.dev && e.id.ino == id.ino) {
-      e.id = id;
-      return;
-    }
-  }
+  SpinGuard guard(arena_.header().inode_lock);
+  if (InodeEntry* e = find_locked(id.dev, id.ino, file_id)) e->id = id;
 }
 
 }  // namespace upcache

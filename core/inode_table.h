@@ -54,6 +54,8 @@ class InodeTable {
   void update_attributes(uint64_t file_id, const FileIdentity& id);
 
  private:
+  InodeEntry* find_locked(uint64_t dev, uint64_t ino, uint64_t file_id);
+
   Arena& arena_;
 };
 
