@@ -137,7 +137,7 @@ class CacheImpl final : public Cache {
   void finish_io(uint32_t frame, int64_t bytes);
   void drop_page(uint64_t file_id, uint64_t page);
   void drop_range(uint64_t file_id, uint64_t offset, uint64_t len, uint64_t size_bound);
-  void invalidate_inode(const struct stat& st, uint64_t offset, uint64_t len);
+  void invalidate_inode(const struct stat& st, uint64_t offset, uint64_t len) override;
 
   // --- I/O ---
   int64_t issue(FileRef* file, uint64_t start, uint64_t count, uint64_t need_end, uint64_t mark,

@@ -16,6 +16,7 @@
 // Errors: methods never throw; they return -errno.
 #pragma once
 
+#include <sys/stat.h>
 #include <sys/uio.h>
 
 #include <cstdint>
@@ -73,6 +74,11 @@ class Cache {
   // bytes [offset, offset + len) (len == 0: to the end) if any are cached,
   // and refreshes the size this process knows. Costs one fstat.
   virtual void invalidate_fd(int fd, uint64_t offset, uint64_t len) = 0;
+
+  // The same for an inode the caller has already stat'ed (truncate(path),
+  // open with O_TRUNC): every file id of it this process holds, and the one
+  // the shared inode table holds for forked relatives.
+  virtual void invalidate_inode(const struct stat& st, uint64_t offset, uint64_t len) = 0;
 
   // Starts reading [offset, offset + len) without waiting (readahead(2),
   // POSIX_FADV_WILLNEED).
