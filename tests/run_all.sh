@@ -1,9 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: a release build and an ASan+UBSan build, each with
-# every CTest test, then a ThreadSanitizer build of the core unit tests
-# (the concurrency tests above all). Exits non-zero if any build or test fails.
-# The soak of the differential tester (label "soak", 60 s per configuration)
-# is part of both runs; a longer one: see tests/reliability/CMakeLists.txt.
+# every CTest test but the on-demand soak (see below), then a ThreadSanitizer
+# build of the core unit tests (the concurrency tests above all). Exits
+# non-zero if any build or test fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 jobs=$(nproc)
