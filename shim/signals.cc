@@ -335,40 +335,21 @@ int do_sigaction(int sig, const struct sigaction* act, struct sigaction* old) {
 
 bool chained(int sig) { return index_of(sig) >= 0 && g_installed.load(std::memory_order_acquire); }
 
-// glibc's signal()/bsd_signal()/ssignal(): BSD semantics.
-sighandler_t do_bsd_signal(int sig, sighandler_t handler, const char* name) {
-  if (!chained(sig)) {
-    SignalFn f = real_signal_fn(name);
-    if (f == nullptr) {
-      errno = ENOSYS;
-      return SIG_ERR;
-    }
-    return f(sig, handler);
-  }
-  if (handler == SIG_ERR) {
-    errno = EINVAL;
+// Not chained: the program's call goes to libc as it is.
+sighandler_t pass_signal(int sig, sighandler_t handler, const char* name) {
+  SignalFn f = real_signal_fn(name);
+  if (f == nullptr) {
+    errno = ENOSYS;
     return SIG_ERR;
   }
-  struct sigaction act, old;
-  memset(&act, 0, sizeof act);
-  act.sa_handler = handler;
-  sigemptyset(&act.sa_mask);
-  sigaddset(&act.sa_mask, sig);
-  act.sa_flags = SA_RESTART;
-  if (do_sigaction(sig, &act, &old) < 0) return SIG_ERR;
-  return old.sa_handler;
+  return f(sig, handler);
 }
 
-// glibc's sysv_signal(): one-shot, not blocked, not restarted.
-sighandler_t do_sysv_signal(int sig, sighandler_t handler, const char* name) {
-  if (!chained(sig)) {
-    SignalFn f = real_signal_fn(name);
-    if (f == nullptr) {
-      errno = ENOSYS;
-      return SIG_ERR;
-    }
-    return f(sig, handler);
-  }
+// glibc's signal()/bsd_signal()/ssignal() (BSD semantics: the signal blocked
+// while its handler runs, calls restarted) and sysv_signal() (one-shot, not
+// blocked, not restarted), expressed as the sigaction glibc itself makes.
+sighandler_t do_signal(int sig, sighandler_t handler, const char* name, bool bsd) {
+  if (!chained(sig)) return pass_signal(sig, handler, name);
   if (handler == SIG_ERR) {
     errno = EINVAL;
     return SIG_ERR;
@@ -377,21 +358,19 @@ sighandler_t do_sysv_signal(int sig, sighandler_t handler, const char* name) {
   memset(&act, 0, sizeof act);
   act.sa_handler = handler;
   sigemptyset(&act.sa_mask);
-  act.sa_flags = static_cast<int>((SA_RESETHAND | SA_NODEFER | 0x20000000u /* SA_INTERRUPT */) & ~SA_RESTART);
+  if (bsd) {
+    sigaddset(&act.sa_mask, sig);
+    act.sa_flags = SA_RESTART;
+  } else {
+    act.sa_flags = static_cast<int>((SA_RESETHAND | SA_NODEFER | 0x20000000u /* SA_INTERRUPT */) & ~SA_RESTART);
+  }
   if (do_sigaction(sig, &act, &old) < 0) return SIG_ERR;
   return old.sa_handler;
 }
 
 // glibc's sigset() (System V), SIG_HOLD included.
 sighandler_t do_sigset(int sig, sighandler_t disp) {
-  if (!chained(sig)) {
-    SignalFn f = real_signal_fn("sigset");
-    if (f == nullptr) {
-      errno = ENOSYS;
-      return SIG_ERR;
-    }
-    return f(sig, disp);
-  }
+  if (!chained(sig)) return pass_signal(sig, disp, "sigset");
   sigset_t set, oset;
   sigemptyset(&set);
   sigaddset(&set, sig);
@@ -457,13 +436,13 @@ UPCACHE_EXPORT int sigaction(int sig, const struct sigaction* act, struct sigact
 UPCACHE_EXPORT int __sigaction(int sig, const struct sigaction* act, struct sigaction* old) noexcept {
   return do_sigaction(sig, act, old);
 }
-UPCACHE_EXPORT sighandler_t signal(int sig, sighandler_t h) noexcept { return do_bsd_signal(sig, h, "signal"); }
-UPCACHE_EXPORT sighandler_t bsd_signal(int sig, sighandler_t h) noexcept { return do_bsd_signal(sig, h, "bsd_signal"); }
-UPCACHE_EXPORT sighandler_t ssignal(int sig, sighandler_t h) noexcept { return do_bsd_signal(sig, h, "ssignal"); }
+UPCACHE_EXPORT sighandler_t signal(int sig, sighandler_t h) noexcept { return do_signal(sig, h, "signal", true); }
+UPCACHE_EXPORT sighandler_t bsd_signal(int sig, sighandler_t h) noexcept { return do_signal(sig, h, "bsd_signal", true); }
+UPCACHE_EXPORT sighandler_t ssignal(int sig, sighandler_t h) noexcept { return do_signal(sig, h, "ssignal", true); }
 UPCACHE_EXPORT sighandler_t sysv_signal(int sig, sighandler_t h) noexcept {
-  return do_sysv_signal(sig, h, "sysv_signal");
+  return do_signal(sig, h, "sysv_signal", false);
 }
 UPCACHE_EXPORT sighandler_t __sysv_signal(int sig, sighandler_t h) noexcept {
-  return do_sysv_signal(sig, h, "__sysv_signal");
+  return do_signal(sig, h, "__sysv_signal", false);
 }
 UPCACHE_EXPORT sighandler_t sigset(int sig, sighandler_t disp) noexcept { return do_sigset(sig, disp); }
