@@ -55,7 +55,8 @@ long lo(off_t off) { return static_cast<long>(static_cast<uint64_t>(off)); }
   X(close) X(close_range) X(lseek64) X(dup) X(dup2) X(dup3) X(fcntl64) X(ftruncate64)            \
   X(truncate64) X(fclose) X(freopen64) X(fork) X(execve) X(execv) X(execvp) X(execvpe)           \
   X(fexecve) X(execveat) X(posix_spawn) X(posix_spawnp) X(system) X(popen) X(_exit)     \
-  X(fallocate64) X(posix_fadvise64) X(readahead) X(sendfile64) X(copy_file_range) X(splice)
+  X(fallocate64) X(posix_fadvise64) X(readahead) X(sendfile64) X(copy_file_range) X(splice)     \
+  X(sendmsg) X(sendmmsg)
 
 UPCACHE_REAL_NAMES(UPCACHE_SLOT)
 
@@ -63,6 +64,15 @@ void resolve_all() {
 #define UPCACHE_RESOLVE(name) lookup(g_##name, #name);
   UPCACHE_REAL_NAMES(UPCACHE_RESOLVE)
 #undef UPCACHE_RESOLVE
+}
+
+ssize_t sendmsg(int fd, const struct msghdr* msg, int flags) {
+  if (auto f = UPCACHE_FN(sendmsg, ssize_t (*)(int, const struct msghdr*, int))) return f(fd, msg, flags);
+  return libc_ret(sys::raw(SYS_sendmsg, fd, reinterpret_cast<long>(msg), flags));
+}
+int sendmmsg(int fd, struct mmsghdr* vec, unsigned int vlen, int flags) {
+  if (auto f = UPCACHE_FN(sendmmsg, int (*)(int, struct mmsghdr*, unsigned int, int))) return f(fd, vec, vlen, flags);
+  return static_cast<int>(libc_ret(sys::raw(SYS_sendmmsg, fd, reinterpret_cast<long>(vec), vlen, flags)));
 }
 
 ssize_t read(int fd, void* buf, size_t n) {

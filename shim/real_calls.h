@@ -21,6 +21,7 @@
 #include <dirent.h>
 #include <spawn.h>
 #include <stdio.h>
+#include <sys/socket.h>
 #include <sys/types.h>
 #include <sys/uio.h>
 
@@ -33,6 +34,8 @@ namespace upcache::shim::real {
 void resolve_all();
 
 ssize_t read(int fd, void* buf, size_t n);
+ssize_t sendmsg(int fd, const struct msghdr* msg, int flags);
+int sendmmsg(int fd, struct mmsghdr* vec, unsigned int vlen, int flags);
 ssize_t pread64(int fd, void* buf, size_t n, off_t off);
 ssize_t readv(int fd, const iovec* iov, int cnt);
 ssize_t preadv64(int fd, const iovec* iov, int cnt, off_t off);

@@ -315,6 +315,32 @@ def case_offsets(r, d):
     r.compare("shell: (head -n 1; cat) < file", "(head -n 1; cat) < '%s'" % lines, shell=True)
     r.compare("shell: while read", "while read a b c; do echo \"$b\"; done < '%s' | tail -n 3" % lines,
               shell=True)
+    r.compare("offsets: descriptor passed over a Unix socket (SCM_RIGHTS)",
+              python_cmd(PY_SCM_RIGHTS, f))
+
+
+# A receiver started before the file is opened (so it inherits nothing) gets
+# the descriptor over a socket after the sender has read from it: both share
+# one offset, as without the preload.
+PY_SCM_RIGHTS = r"""
+import os, socket, sys
+a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+pid = os.fork()
+if pid == 0:
+    a.close()
+    msg, fds, flags, addr = socket.recv_fds(b, 16, 4)
+    got = os.read(fds[0], 10)
+    b.sendall(got)
+    os._exit(0)
+b.close()
+fd = os.open(sys.argv[1], os.O_RDONLY)
+first = os.read(fd, 100)
+socket.send_fds(a, [b"fd"], [fd])
+child_got = a.recv(16)
+os.waitpid(pid, 0)
+after = os.read(fd, 10)
+print(len(first), child_got.hex(), after.hex(), os.lseek(fd, 0, os.SEEK_CUR))
+"""
 
 
 PY_COHERENCE = r"""
@@ -479,7 +505,7 @@ creat creat64 close close_range closefrom dup dup2 dup3 fcntl fcntl64 fclose fre
 write __write pwrite pwrite64 writev pwritev pwritev64 pwritev2 pwritev64v2 ftruncate ftruncate64
 truncate truncate64 fallocate fallocate64 posix_fadvise posix_fadvise64 readahead
 sendfile sendfile64 copy_file_range splice fork vfork execve execv execvp execvpe execl execlp execle fexecve execveat
-posix_spawn posix_spawnp system popen _exit _Exit
+posix_spawn posix_spawnp system popen _exit _Exit sendmsg sendmmsg
 sigaction __sigaction signal bsd_signal ssignal sysv_signal __sysv_signal sigset
 """.split())
 
