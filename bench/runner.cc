@@ -53,40 +53,6 @@ bool parse_mode(const std::string& s, Mode* out) {
   return false;
 }
 
-bool find_library(const std::string& flag, std::string* out, std::string* error) {
-  std::vector<std::string> tried;
-  auto pick = [&](const std::string& p) {
-    if (p.empty()) return false;
-    tried.push_back(p);
-    if (access(p.c_str(), R_OK) != 0) return false;
-    char real[PATH_MAX];
-    *out = realpath(p.c_str(), real) ? real : p;
-    return true;
-  };
-  if (!flag.empty()) {
-    if (pick(flag)) return true;
-    *error = "--lib " + flag + ": " + strerror(errno);
-    return false;
-  }
-  if (const char* env = getenv("UPCACHE_LIB"); env && *env) {
-    if (pick(env)) return true;
-    *error = std::string("UPCACHE_LIB=") + env + ": " + strerror(errno);
-    return false;
-  }
-  std::string exe = exe_path();
-  if (auto slash = exe.rfind('/'); slash != std::string::npos) {
-    std::string dir = exe.substr(0, slash);
-    if (pick(dir + "/../shim/libupcache.so")) return true;
-    if (pick(dir + "/../lib/libupcache.so")) return true;
-    if (*UPCACHE_MULTIARCH && pick(dir + "/../lib/" UPCACHE_MULTIARCH "/libupcache.so")) return true;
-  }
-  if (pick(UPCACHE_INSTALL_LIBDIR "/libupcache.so")) return true;
-  *error = "cannot find libupcache.so; looked at";
-  for (const auto& t : tried) *error += "\n  " + t;
-  *error += "\nuse --lib PATH or set UPCACHE_LIB";
-  return false;
-}
-
 std::string drop_caches(const std::string& path) {
   sync();
   int fd = open("/proc/sys/vm/drop_caches", O_WRONLY | O_CLOEXEC);

@@ -2,6 +2,8 @@
 // generating the test file, and spawning the worker process.
 #pragma once
 
+#include "tools/find_library.h"
+
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -24,9 +26,8 @@ struct Sample {
   long maxrss_kib = 0;
 };
 
-// --lib, else $UPCACHE_LIB, else <exe dir>/../shim/libupcache.so (build
-// tree), <exe dir>/../lib[/multiarch]/libupcache.so, the install libdir.
-bool find_library(const std::string& flag, std::string* out, std::string* error);
+// Locating libupcache.so: upcache::find_library (tools/find_library.h).
+using upcache::find_library;
 
 // Drops `path` from the kernel's page cache: sync + /proc/sys/vm/drop_caches
 // when permitted, else fdatasync + posix_fadvise(DONTNEED). Returns the

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "core/config.h"
+#include "tools/find_library.h"
 #include "tools/cli.h"
 #include "tools/format.h"
 
@@ -43,54 +44,6 @@ void forward(int sig, siginfo_t* info, void*) {
 }
 
 constexpr int kForwarded[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT};
-
-bool readable(const std::string& path) { return !path.empty() && access(path.c_str(), R_OK) == 0; }
-
-std::string exe_dir() {
-  char buf[PATH_MAX];
-  ssize_t n = readlink("/proc/self/exe", buf, sizeof buf - 1);
-  if (n <= 0) return "";
-  buf[n] = '\0';
-  std::string p(buf);
-  size_t slash = p.rfind('/');
-  return slash == std::string::npos ? "." : p.substr(0, slash);
-}
-
-// --lib, else $UPCACHE_LIB, else next to this executable (build tree, then
-// installed), else the configured install directory.
-bool find_library(const std::string& flag, std::string* out, std::string* error) {
-  std::vector<std::string> tried;
-  auto pick = [&](const std::string& p) {
-    if (p.empty()) return false;
-    tried.push_back(p);
-    if (!readable(p)) return false;
-    char real[PATH_MAX];
-    *out = realpath(p.c_str(), real) ? real : p;
-    return true;
-  };
-  if (!flag.empty()) {
-    if (pick(flag)) return true;
-    *error = "--lib " + flag + ": " + strerror(errno);
-    return false;
-  }
-  const char* env = getenv("UPCACHE_LIB");
-  if (env && *env) {
-    if (pick(env)) return true;
-    *error = std::string("UPCACHE_LIB=") + env + ": " + strerror(errno);
-    return false;
-  }
-  std::string dir = exe_dir();
-  if (!dir.empty()) {
-    if (pick(dir + "/../shim/libupcache.so")) return true;
-    if (pick(dir + "/../lib/libupcache.so")) return true;
-    if (*UPCACHE_MULTIARCH && pick(dir + "/../lib/" UPCACHE_MULTIARCH "/libupcache.so")) return true;
-  }
-  if (pick(UPCACHE_INSTALL_LIBDIR "/libupcache.so")) return true;
-  *error = "cannot find libupcache.so; looked at";
-  for (const auto& t : tried) *error += "\n  " + t;
-  *error += "\nuse --lib PATH or set UPCACHE_LIB";
-  return false;
-}
 
 std::string make_run_id() {
   uint64_t v = 0;
