@@ -131,7 +131,7 @@ class CacheImpl final : public Cache {
   int64_t find_pinned(uint64_t file_id, uint64_t page);
   bool present(uint64_t file_id, uint64_t page) const;
   uint64_t wait_io(FrameDesc& f);
-  void reap_dead_owner(int pid);
+  void reap_dead_owner(int pid, uint64_t start);
   int64_t claim_frame(bool needed);
   void free_claimed(uint32_t frame);
   void finish_io(uint32_t frame, int64_t bytes);
@@ -162,6 +162,7 @@ class CacheImpl final : public Cache {
   std::unique_ptr<Backend> backend_;
   unsigned shift_ = 0;
   int pid_ = 0;
+  uint64_t pid_start_ = 0;  // this process's start time (see FrameDesc::io_owner_start)
 
   pthread_mutex_t files_lock_ = PTHREAD_MUTEX_INITIALIZER;
   FileRef* files_ = nullptr;
@@ -190,6 +191,7 @@ bool CacheImpl::init(std::string* error) {
   if (!arena_.create(config_.page_size, config_.frame_count(), error)) return false;
   shift_ = arena_.page_shift();
   pid_ = sys::getpid();
+  pid_start_ = sys::proc_stat(pid_).start_time;
   index_ = heap_new<PageIndex>(arena_);
   inodes_ = heap_new<InodeTable>(arena_);
   eviction_ = heap_new<ClockPolicy>(arena_);
@@ -360,8 +362,9 @@ uint64_t CacheImpl::wait_io(FrameDesc& f) {
       // The issuer may have died (SIGKILL in a forked worker): nobody would
       // ever complete this read. Fail it so the caller retries.
       int owner = f.io_owner.load(std::memory_order_relaxed);
-      if (owner != pid_ && owner > 0 && !sys::pid_alive(owner)) {
-        reap_dead_owner(owner);
+      uint64_t start = f.io_owner_start.load(std::memory_order_relaxed);
+      if (owner != pid_ && owner > 0 && !sys::pid_alive(owner, start)) {
+        reap_dead_owner(owner, start);
         s = f.state.load(std::memory_order_acquire);
       }
     }
@@ -373,11 +376,13 @@ uint64_t CacheImpl::wait_io(FrameDesc& f) {
 // queued): nobody will complete them. Fail every frame it owned at once, so
 // their waiters read the pages again themselves instead of each waiting out
 // its own timeout. Rare; a scan of the descriptors is fine.
-void CacheImpl::reap_dead_owner(int pid) {
+void CacheImpl::reap_dead_owner(int pid, uint64_t start) {
   for (uint64_t i = 0; i < arena_.frame_count(); ++i) {
     FrameDesc& f = arena_.frame(i);
     uint64_t s = f.state.load(std::memory_order_acquire);
-    if (!(s & kIo) || f.io_owner.load(std::memory_order_relaxed) != pid) continue;
+    if (!(s & kIo) || f.io_owner.load(std::memory_order_relaxed) != pid ||
+        f.io_owner_start.load(std::memory_order_relaxed) != start)
+      continue;
     // Unlink while IO still protects the frame (see finish_io).
     index_->remove(f.file_id.load(std::memory_order_relaxed), f.page.load(std::memory_order_relaxed),
                    static_cast<uint32_t>(i));
@@ -625,6 +630,7 @@ int64_t CacheImpl::issue(FileRef* file, uint64_t start, uint64_t count, uint64_t
     f.page.store(p, std::memory_order_relaxed);
     f.valid.store(0, std::memory_order_relaxed);
     f.io_owner.store(pid_, std::memory_order_relaxed);
+    f.io_owner_start.store(pid_start_, std::memory_order_relaxed);
     uint64_t flags = kHashed | kIo;
     if (p == mark) flags |= kReadahead;
     if (!needed) flags |= kUnread;
@@ -971,6 +977,7 @@ int CacheImpl::advise(FileRef* file, RaState& ra, uint64_t offset, uint64_t len,
 void CacheImpl::after_fork_child() {
   SpinLock::fork_generation().fetch_add(1, std::memory_order_relaxed);
   pid_ = sys::getpid();
+  pid_start_ = sys::proc_stat(pid_).start_time;
   // The parent's engine threads do not exist here; its queued requests finish
   // in the parent (the frames are shared, and their IO flag is cleared there).
   for (int i = 0; i < kAsyncRequests; ++i) requests_[i].busy.store(0, std::memory_order_relaxed);

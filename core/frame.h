@@ -51,6 +51,7 @@ struct alignas(64) FrameDesc {
   std::atomic<uint32_t> next;      // index chain: frame number + 1, 0 ends
   std::atomic<uint32_t> valid;     // bytes of the page that hold file data
   std::atomic<int32_t> io_owner;   // pid that issued the read in flight
+  std::atomic<uint64_t> io_owner_start;  // and its start time: a reused pid is another owner
 };
 static_assert(sizeof(FrameDesc) == 64, "one cache line per frame descriptor");
 

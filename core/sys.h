@@ -122,6 +122,54 @@ inline int getppid() { return static_cast<int>(raw(SYS_getppid)); }
 inline unsigned geteuid() { return static_cast<unsigned>(raw(SYS_geteuid)); }
 inline int gettid() { return static_cast<int>(raw(SYS_gettid)); }
 // Is process `pid` alive? (kill(pid, 0): ESRCH means gone; EPERM means alive.)
-inline bool pid_alive(int pid) { return raw(SYS_kill, pid, 0) != -ESRCH; }
+// What /proc/PID/stat says of a process: its state letter and its start time
+// (clock ticks after boot). state is 0 when the process does not exist.
+struct ProcStat {
+  char state = 0;
+  uint64_t start_time = 0;
+};
+inline ProcStat proc_stat(int pid) {
+  ProcStat out;
+  char path[32] = "/proc/";
+  char digits[12];
+  int nd = 0;
+  for (unsigned v = static_cast<unsigned>(pid); nd == 0 || v != 0; v /= 10) digits[nd++] = char('0' + v % 10);
+  int n = 6;
+  while (nd > 0) path[n++] = digits[--nd];
+  for (const char* t = "/stat"; *t;) path[n++] = *t++;
+  path[n] = 0;
+  int fd = openat(AT_FDCWD, path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    // No /proc: only existence can be known, and a zombie looks alive.
+    if (fd != -ENOENT && raw(SYS_kill, pid, 0) != -ESRCH) out.state = '?';
+    return out;
+  }
+  char buf[512];
+  int64_t got = raw(SYS_read, fd, reinterpret_cast<long>(buf), sizeof(buf) - 1);
+  close(fd);
+  if (got <= 0) return out;
+  buf[got] = 0;
+  // The command name may hold spaces and ')': fields start after the last ')'.
+  const char* p = nullptr;
+  for (int64_t i = got - 1; i >= 0; --i)
+    if (buf[i] == ')') { p = buf + i + 1; break; }
+  if (p == nullptr || p[0] != ' ' || p[1] == 0) return out;
+  out.state = p[1];
+  // Field 22 (starttime) is the 20th after the ')'.
+  int field = 0;
+  for (p += 1; *p && field < 19; ++p)
+    if (*p == ' ') ++field;
+  while (*p >= '0' && *p <= '9') out.start_time = out.start_time * 10 + uint64_t(*p++ - '0');
+  return out;
+}
+
+// Whether process `pid` can still finish what it started. A zombie (exited,
+// not yet reaped) cannot; nor can a process whose start time differs from
+// `start_time` when one is given (the pid was reused by another process).
+inline bool pid_alive(int pid, uint64_t start_time = 0) {
+  ProcStat st = proc_stat(pid);
+  if (st.state == 0 || st.state == 'Z' || st.state == 'X' || st.state == 'x') return false;
+  return start_time == 0 || st.start_time == 0 || st.start_time == start_time;
+}
 
 }  // namespace upcache::sys
