@@ -27,7 +27,16 @@
 namespace upcache::shim {
 namespace {
 
-bool appends(const Description* d) {
+// Whether writes through `d` go to the end of the file. Our mirror of the
+// status flags is exact while no other process holds the description; once
+// it is shared, a relative may have changed O_APPEND with F_SETFL, so the
+// kernel is asked (one fcntl, on the write path only). A wrong answer here
+// drops the wrong pages: the bytes written would be served stale.
+bool appends(int fd, const Description* d) {
+  if (d->shared.load(std::memory_order_acquire)) {
+    int fl = sys::fcntl(fd, F_GETFL);
+    if (fl >= 0) return (fl & O_APPEND) != 0;
+  }
   return (d->status_flags.load(std::memory_order_relaxed) & O_APPEND) != 0;
 }
 
@@ -120,7 +129,7 @@ ssize_t nested_write(int fd, Plain plain, At at) {
   if (!g_ready.load(std::memory_order_acquire) || !nested()) return plain();
   Scope scope;
   DescRef d(fd);
-  if (!d || d->shared.load() || !d->kernel_stale.load() || appends(d.get())) return plain();
+  if (!d || d->shared.load() || !d->kernel_stale.load() || appends(fd, d.get())) return plain();
   uint64_t pos = d->offset.load(std::memory_order_relaxed);
   ssize_t r = at(static_cast<off_t>(pos));
   if (r > 0) {
@@ -144,7 +153,7 @@ ssize_t do_write(int fd, const void* buf, size_t n) {
     uncached_written(fd, d, -1, r);
     return r;
   }
-  return offset_write(fd, d.get(), appends(d.get()), [&] { return real::write(fd, buf, n); });
+  return offset_write(fd, d.get(), appends(fd, d.get()), [&] { return real::write(fd, buf, n); });
 }
 
 ssize_t do_pwrite(int fd, const void* buf, size_t n, off_t off) {
@@ -153,7 +162,7 @@ ssize_t do_pwrite(int fd, const void* buf, size_t n, off_t off) {
   DescRef d(fd);
   ssize_t r = real::pwrite64(fd, buf, n, off);
   if (d) {
-    positional_written(fd, d.get(), off, r, appends(d.get()));
+    positional_written(fd, d.get(), off, r, appends(fd, d.get()));
   } else {
     uncached_written(fd, d, off, r);
   }
@@ -173,7 +182,7 @@ ssize_t do_writev(int fd, const iovec* iov, int cnt) {
     uncached_written(fd, d, -1, r);
     return r;
   }
-  return offset_write(fd, d.get(), appends(d.get()), [&] { return real::writev(fd, iov, cnt); });
+  return offset_write(fd, d.get(), appends(fd, d.get()), [&] { return real::writev(fd, iov, cnt); });
 }
 
 ssize_t do_pwritev2(int fd, const iovec* iov, int cnt, off_t off, int flags, bool v2) {
@@ -194,7 +203,7 @@ ssize_t do_pwritev2(int fd, const iovec* iov, int cnt, off_t off, int flags, boo
     uncached_written(fd, d, v2 && off == -1 ? -1 : v2 && (flags & RWF_APPEND) ? kAtEnd : off, r);
     return r;
   }
-  bool append = appends(d.get()) || (v2 && (flags & RWF_APPEND) != 0);
+  bool append = appends(fd, d.get()) || (v2 && (flags & RWF_APPEND) != 0);
   if (v2 && off == -1) return offset_write(fd, d.get(), append, call);
   ssize_t r = call();
   positional_written(fd, d.get(), off, r, append);
