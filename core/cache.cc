@@ -17,6 +17,7 @@
 #include <linux/magic.h>
 #include <pthread.h>
 #include <sched.h>
+#include <signal.h>
 #include <sys/vfs.h>
 #include <time.h>
 
@@ -26,6 +27,7 @@
 #include "core/backend.h"
 #include "core/copy_guard.h"
 #include "core/eviction.h"
+#include "core/fault.h"
 #include "core/frame.h"
 #include "core/futex.h"
 #include "core/heap.h"
@@ -132,6 +134,8 @@ class CacheImpl final : public Cache {
   bool present(uint64_t file_id, uint64_t page) const;
   uint64_t wait_io(FrameDesc& f);
   void reap_dead_owner(int pid, uint64_t start);
+  bool recover_locked(uint32_t frame);
+  void reap_dead_lockers();
   int64_t claim_frame(bool needed);
   void free_claimed(uint32_t frame);
   void finish_io(uint32_t frame, int64_t bytes);
@@ -168,6 +172,7 @@ class CacheImpl final : public Cache {
   unsigned shift_ = 0;
   int pid_ = 0;
   uint64_t pid_start_ = 0;  // this process's start time (see FrameDesc::io_owner_start)
+  uint64_t lock_word_ = 0;  // lock_owner_word(pid_, pid_start_)
 
   pthread_mutex_t files_lock_ = PTHREAD_MUTEX_INITIALIZER;
   FileRef* files_ = nullptr;
@@ -200,6 +205,7 @@ bool CacheImpl::init(std::string* error) {
   shift_ = arena_.page_shift();
   pid_ = sys::getpid();
   pid_start_ = sys::proc_stat(pid_).start_time;
+  lock_word_ = lock_owner_word(pid_, pid_start_);
   index_ = heap_new<PageIndex>(arena_);
   inodes_ = heap_new<InodeTable>(arena_);
   eviction_ = heap_new<ClockPolicy>(arena_);
@@ -410,17 +416,22 @@ void CacheImpl::reap_dead_owner(int pid, uint64_t start) {
 int64_t CacheImpl::claim_frame(bool needed) {
   constexpr uint64_t kClaimPatienceNs = 10ull * 1000 * 1000 * 1000;
   uint64_t deadline = 0;
+  unsigned idle_sweeps = 0;
   for (;;) {
-    int64_t v = eviction_->take_victim();
+    int64_t v = eviction_->take_victim(lock_word_);
     if (v == EvictionPolicy::kNone) {
       if (!needed) return -1;
       uint64_t now = now_ns();
       if (deadline == 0) deadline = now + kClaimPatienceNs;
       if (now > deadline) return -1;
+      // Every frame busy for a while: maybe some were left LOCKED by a
+      // process that was killed while it claimed them.
+      if (++idle_sweeps % 2048 == 0) reap_dead_lockers();
       struct timespec ts = {0, 50 * 1000};
       sys::raw(SYS_nanosleep, reinterpret_cast<long>(&ts), 0);
       continue;
     }
+    if (__builtin_expect(fault_kill_in_claim_armed(), 0)) sys::raw(SYS_kill, pid_, SIGKILL);
     FrameDesc& f = arena_.frame(v);
     uint64_t s = f.state.load(std::memory_order_relaxed);
     if (s & kHashed) {
@@ -439,7 +450,53 @@ int64_t CacheImpl::claim_frame(bool needed) {
 void CacheImpl::free_claimed(uint32_t frame) {
   FrameDesc& f = arena_.frame(frame);
   uint64_t s = f.state.load(std::memory_order_relaxed);
+  f.lock_owner.store(0, std::memory_order_relaxed);  // before LOCKED goes (frame.h)
   f.state.store(s & ~kFlagsMask, std::memory_order_release);
+}
+
+namespace {
+// Is the process named by a lock_owner word gone (exited, a zombie, or its
+// pid now another process's)?
+bool lock_owner_dead(uint64_t word) {
+  sys::ProcStat st = sys::proc_stat(lock_owner_pid(word));
+  if (st.state == 0 || st.state == 'Z' || st.state == 'X' || st.state == 'x') return true;
+  return st.start_time != 0 && static_cast<uint32_t>(st.start_time) != lock_owner_start(word);
+}
+}  // namespace
+
+// A frame is LOCKED by a process that is gone: it was killed between taking
+// the frame for a new page and publishing it (claim_frame, issue). Finish
+// the claim for it: unlink whatever key the frame holds (it may be linked
+// under its old page, or under the new one if the owner died inside
+// insert_or_get after linking; the dead owner's bucket lock is taken over by
+// the spin lock) and give the frame back as free. True if it did.
+bool CacheImpl::recover_locked(uint32_t frame) {
+  FrameDesc& f = arena_.frame(frame);
+  uint64_t owner = f.lock_owner.load(std::memory_order_acquire);
+  if (owner == 0 || owner == lock_word_ || !lock_owner_dead(owner)) return false;
+  // One taker: the owner word moves from the dead process to us.
+  if (!f.lock_owner.compare_exchange_strong(owner, lock_word_, std::memory_order_acq_rel)) return false;
+  uint64_t s = f.state.load(std::memory_order_acquire);
+  if (s & kLocked) {
+    index_->remove(f.file_id.load(std::memory_order_relaxed), f.page.load(std::memory_order_relaxed), frame);
+    uint64_t version = (s >> kVersionShift) + 1;
+    f.lock_owner.store(0, std::memory_order_relaxed);
+    f.state.store(version << kVersionShift, std::memory_order_release);
+  } else {
+    // Killed after claiming the owner word, before taking LOCKED: the frame
+    // itself is fine, only the word is left.
+    f.lock_owner.store(0, std::memory_order_release);
+  }
+  return true;
+}
+
+// Every frame whose owner word names a dead process. Rare (claims waiting
+// for a free frame); a scan of the descriptors is fine.
+void CacheImpl::reap_dead_lockers() {
+  for (uint64_t i = 0; i < arena_.frame_count(); ++i) {
+    if (arena_.frame(i).lock_owner.load(std::memory_order_relaxed) != 0)
+      recover_locked(static_cast<uint32_t>(i));
+  }
 }
 
 void CacheImpl::finish_io(uint32_t frame, int64_t bytes) {
@@ -478,6 +535,8 @@ void CacheImpl::drop_page(uint64_t file_id, uint64_t page) {
     FrameDesc& f = arena_.frame(i);
     if (!try_pin(f, file_id, page)) {
       if (attempt > 16) sched_yield();
+      // LOCKED for long: its owner may have been killed mid-claim.
+      if (attempt % 4096 == 4095) recover_locked(static_cast<uint32_t>(i));
       continue;
     }
     uint64_t s = wait_io(f);
@@ -648,6 +707,7 @@ int64_t CacheImpl::issue(FileRef* file, uint64_t start, uint64_t count, uint64_t
     int64_t got = index_->insert_or_get(file->file_id, p, static_cast<uint32_t>(v), [&] {
       uint64_t s = f.state.load(std::memory_order_relaxed);
       uint64_t version = (s >> kVersionShift) + 1;
+      f.lock_owner.store(0, std::memory_order_relaxed);  // before LOCKED goes (frame.h)
       f.state.store((version << kVersionShift) | flags, std::memory_order_release);
     });
     if (got != v) {
@@ -703,6 +763,7 @@ int64_t CacheImpl::issue_partial(FileRef* file, uint64_t page, uint64_t from, ui
   int64_t got = index_->insert_or_get(file->file_id, page, static_cast<uint32_t>(v), [&] {
     uint64_t s = f.state.load(std::memory_order_relaxed);
     uint64_t version = (s >> kVersionShift) + 1;
+    f.lock_owner.store(0, std::memory_order_relaxed);  // before LOCKED goes (frame.h)
     f.state.store((version << kVersionShift) | flags, std::memory_order_release);
   });
   if (got != v) {
@@ -835,7 +896,12 @@ int64_t CacheImpl::read(FileRef* file, RaState& ra, uint64_t pos, const iovec* i
       if (pinned < 0) {
         // Page p is there but could not be pinned: another thread is
         // between taking it for eviction and unhashing it (it may have been
-        // preempted right there), or no frame could be had. Let it finish.
+        // preempted right there), or no frame could be had. Let it finish;
+        // if it takes long, its owner may have been killed mid-claim.
+        if (waits % 256 == 255) {
+          int64_t held = index_->find(file->file_id, p);
+          if (held != PageIndex::kNone) recover_locked(static_cast<uint32_t>(held));
+        }
         if (!backoff(waits)) {
           error = -ENOBUFS;
           break;
@@ -1049,6 +1115,7 @@ void CacheImpl::after_fork_child() {
   SpinLock::fork_generation().fetch_add(1, std::memory_order_relaxed);
   pid_ = sys::getpid();
   pid_start_ = sys::proc_stat(pid_).start_time;
+  lock_word_ = lock_owner_word(pid_, pid_start_);
   // The parent's engine threads do not exist here; its queued requests finish
   // in the parent (the frames are shared, and their IO flag is cleared there).
   for (int i = 0; i < kAsyncRequests; ++i) requests_[i].busy.store(0, std::memory_order_relaxed);

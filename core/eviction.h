@@ -20,19 +20,22 @@ class EvictionPolicy {
  public:
   static constexpr int64_t kNone = -1;
   virtual ~EvictionPolicy() = default;
-  // A frame LOCKED for the caller, or kNone if every frame is pinned or in
-  // flight right now (after a full sweep).
-  virtual int64_t take_victim() = 0;
+  // A frame LOCKED for the caller, whose lock_owner word (frame.h) is
+  // `owner`, or kNone if every frame is pinned or in flight right now (after
+  // a full sweep).
+  virtual int64_t take_victim(uint64_t owner) = 0;
   virtual const char* name() const = 0;
 };
 
 // CLOCK (second chance): the hand sweeps the frames; a free frame is taken at
 // once, a REFERENCED frame loses its bit and is passed over once, any other
-// unpinned idle frame is taken.
+// unpinned idle frame is taken. A frame whose lock_owner is set (another
+// claim in progress, or left by a process killed in the middle of one) is
+// passed over.
 class ClockPolicy final : public EvictionPolicy {
  public:
   explicit ClockPolicy(Arena& arena) : arena_(arena) {}
-  int64_t take_victim() override;
+  int64_t take_victim(uint64_t owner) override;
   const char* name() const override { return "clock"; }
 
  private:

@@ -116,4 +116,11 @@ int64_t FaultSpec::filter(uint64_t offset, uint64_t len, bool direct, uint64_t a
   return res;
 }
 
+namespace {
+std::atomic<bool> g_kill_in_claim{false};
+}  // namespace
+
+void fault_arm_kill_in_claim() { g_kill_in_claim.store(true, std::memory_order_relaxed); }
+bool fault_kill_in_claim_armed() { return g_kill_in_claim.load(std::memory_order_relaxed); }
+
 }  // namespace upcache

@@ -66,4 +66,12 @@ class FaultSpec {
   std::atomic<bool> once_fired_[kMaxEntries] = {};
 };
 
+// Test hook, process-wide: the next frame this process takes for a new page
+// is left LOCKED and the process kills itself with SIGKILL right there, as
+// if killed from outside at the worst moment (frame.h: lock_owner). Only
+// tests call it (in a forked child); the cache checks it with one relaxed
+// load per frame claimed.
+void fault_arm_kill_in_claim();
+bool fault_kill_in_claim_armed();
+
 }  // namespace upcache

@@ -9,7 +9,14 @@
 //  - The key (file_id, page) and `valid` change only while LOCKED is set by
 //    the one owner, or while IO is set by the one issuer (valid only).
 //  - LOCKED is taken only from pins == 0 and !IO: a pinned or in-flight frame
-//    is never evicted or overwritten.
+//    is never evicted or overwritten. Whoever takes it first claims
+//    `lock_owner` (0 -> its LockOwner word), and clears it again before it
+//    lets LOCKED go: a process killed while it holds LOCKED is known by
+//    that word, and a reader stuck on the frame finishes the claim for it
+//    (CacheImpl::recover_locked). Killed between claiming `lock_owner` and
+//    taking LOCKED, a process leaves the word set on an unlocked frame: the
+//    clock passes that frame over (two instructions' window; one frame of
+//    capacity until a reaper scan clears it).
 //  - A reader pins, then re-checks the key: if the key matches after the pin
 //    succeeded, the frame holds that page until it unpins.
 //  - HASHED means the frame is reachable from the index under its key. A
@@ -58,7 +65,17 @@ struct alignas(64) FrameDesc {
   std::atomic<int32_t> io_owner;   // pid that issued the read in flight
   std::atomic<uint32_t> valid_from; // PARTIAL frames: first byte of the page read (else 0)
   std::atomic<uint64_t> io_owner_start;  // and its start time: a reused pid is another owner
+  std::atomic<uint64_t> lock_owner;      // LockOwner of whoever holds LOCKED, 0: nobody
 };
+
+// Who holds a frame LOCKED: pid in the low half, the low 32 bits of its start
+// time (clock ticks after boot) in the high half, so that a reused pid is
+// told apart. Never 0 for a real process.
+inline uint64_t lock_owner_word(int pid, uint64_t start_time) {
+  return (start_time << 32) | static_cast<uint32_t>(pid);
+}
+inline int lock_owner_pid(uint64_t word) { return static_cast<int>(word & 0xffffffffu); }
+inline uint32_t lock_owner_start(uint64_t word) { return static_cast<uint32_t>(word >> 32); }
 static_assert(sizeof(FrameDesc) == 64, "one cache line per frame descriptor");
 
 }  // namespace upcache

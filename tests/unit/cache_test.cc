@@ -636,3 +636,68 @@ TEST_F(CacheTest, SequentialReadAfterRandomReadsIsWhole) {
 
 }  // namespace
 }  // namespace upcache
+
+#include "core/fault.h"
+
+namespace upcache {
+namespace {
+
+// A forked worker is killed (SIGKILL) right after it took a frame LOCKED for
+// a new page, before it unlinked the frame's old page: the old page stays in
+// the index, locked by a dead process. Whether the killed child is reaped or
+// left a zombie, the others must read every byte, promptly (a reader stuck
+// on the frame finishes the dead owner's claim), and the frame must return
+// to use.
+TEST_F(CacheTest, WorkerKilledWhileClaimingAFrameDoesNotLockThePage) {
+  const uint64_t page = 16384, frames = 16, size = 64 * page;
+  make_cache(frames * page, page, 0);  // no readahead: one claim per page read
+  std::string path = dir + "/f";
+  ASSERT_TRUE(write_pattern_file(path, size, 23));
+  FileRef* f = open_file(path);
+  ASSERT_NE(f, nullptr);
+  for (int reap_first = 0; reap_first < 2; ++reap_first) {
+    // Fill every frame with a page (the last `frames` pages read stay).
+    RaState ra = cache->new_ra_state();
+    expect_pattern(f, ra, 0, size, size, 23);
+    pid_t pid = fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+      cache->after_fork_child();
+      fault_arm_kill_in_claim();
+      RaState mine = cache->new_ra_state();
+      std::vector<char> buf(page);
+      iovec iov{buf.data(), buf.size()};
+      cache->read(f, mine, 0, &iov, 1);  // page 0 is not cached: a claim
+      _exit(3);                          // not reached
+    }
+    int status = 0;
+    if (reap_first) {
+      ASSERT_EQ(waitpid(pid, &status, 0), pid);
+    } else {
+      siginfo_t info{};
+      ASSERT_EQ(waitid(P_PID, pid, &info, WEXITED | WNOWAIT), 0);  // a zombie now
+    }
+    // Every page, twice over: the locked page among them is read in full.
+    for (int pass = 0; pass < 2; ++pass) {
+      RaState again = cache->new_ra_state();
+      for (uint64_t pos = 0; pos < size; pos += page) expect_pattern(f, again, pos, page, size, 23);
+    }
+    if (!reap_first) {
+      ASSERT_EQ(waitpid(pid, &status, 0), pid);
+    }
+    EXPECT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL) << status;
+  }
+  // No frame was lost: with readahead off, a full pass over `frames` pages
+  // that are all cached reads nothing.
+  RaState last = cache->new_ra_state();
+  for (uint64_t pos = size - frames * page; pos < size; pos += page)
+    expect_pattern(f, last, pos, page, size, 23);
+  uint64_t before = counter(stats::kDirectBytes) + counter(stats::kBufferedBytes);
+  RaState check = cache->new_ra_state();
+  for (uint64_t pos = size - frames * page; pos < size; pos += page)
+    expect_pattern(f, check, pos, page, size, 23);
+  EXPECT_EQ(counter(stats::kDirectBytes) + counter(stats::kBufferedBytes), before);
+}
+
+}  // namespace
+}  // namespace upcache
