@@ -44,6 +44,8 @@
 //   sendfile OUT IN OFF|- COUNT
 //   copy_file_range IN OFF|- OUT OFF|- LEN
 //   splice IN OFF|- OUT OFF|- LEN [FLAGS]
+//       (sendfile and splice take a last word `drain`: what they put into a
+//       pipe is read back at once and hashed; random sequences use it)
 //   fork CALL...                   CALL runs in a forked child (which prints
 //                                  its own result), the parent waits
 //   spawn H LEN                    posix_spawn this program with H as its
@@ -290,11 +292,42 @@ static int read_stdin_main(long long len) {
   return 0;
 }
 
+// `drain` after sendfile or splice into a pipe: reads back at once what the
+// call put into the pipe (through a second read end opened on the pipe) and
+// prints its hash. Why: the kernel's pipe buffers reference page-cache pages,
+// so whether a later write to the file shows through them depends on
+// truncation and writeback; upcache's served splice puts copies in the pipe.
+// The bytes the call moved are the contract, not that aliasing: random
+// sequences drain.
+static void drain_pipe(int out, long long moved, char* extra, size_t cap) {
+  struct stat st;
+  if (moved <= 0 || fstat(out, &st) != 0 || !S_ISFIFO(st.st_mode)) return;
+  char path[64];
+  snprintf(path, sizeof path, "/proc/self/fd/%d", out);
+  int rd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+  if (rd < 0) return;
+  static unsigned char buf[1 << 16];
+  uint64_t h = FNV0;
+  long long got = 0;
+  while (got < moved) {
+    ssize_t n = read(rd, buf, sizeof buf < (size_t)(moved - got) ? sizeof buf : (size_t)(moved - got));
+    if (n <= 0) break;
+    h = fnv(h, buf, (size_t)n);
+    got += n;
+  }
+  close(rd);
+  size_t len = strlen(extra);
+  snprintf(extra + len, cap - len, "%sdrained=%lld hash=%016llx", len ? " " : "", got,
+           (unsigned long long)h);
+}
+
 static void run_tokens(char** tok, int ntok) {
   const char* c = tok[0];
   long long r = 0;
   int e = 0;
   errno = 0;
+  int drain = 0;
+  if (ntok > 1 && strcmp(tok[ntok - 1], "drain") == 0) drain = 1, --ntok;
 #define ARG(i) arg_at(tok, ntok, (i))
   if (strcmp(c, "open") == 0 || strcmp(c, "openat") == 0) {
     int flags = (int)flags_of(ARG(2));
@@ -464,8 +497,9 @@ static void run_tokens(char** tok, int ntok) {
     if (ARG(3) && strcmp(ARG(3), "-") != 0) off = (off_t)num(ARG(3)), po = &off;
     r = sendfile(out, in, po, (size_t)num(ARG(4)));
     e = errno;
-    char extra[64] = "";
+    char extra[128] = "";
     if (po) snprintf(extra, sizeof extra, "off=%lld", (long long)off);
+    if (drain) drain_pipe(out, r, extra, sizeof extra);
     result(r, e, 0, extra, in, out);
   } else if (strcmp(c, "copy_file_range") == 0 || strcmp(c, "splice") == 0) {
     int in = fd_of(ARG(1)), out = fd_of(ARG(3));
@@ -476,9 +510,10 @@ static void run_tokens(char** tok, int ntok) {
     unsigned fl = ARG(6) ? (unsigned)flags_of(ARG(6)) : 0;
     r = c[0] == 'c' ? copy_file_range(in, pi, out, po, len, fl) : splice(in, pi, out, po, len, fl);
     e = errno;
-    char extra[96];
+    char extra[160];
     snprintf(extra, sizeof extra, "off_in=%lld off_out=%lld", pi ? (long long)oi : -1LL,
              po ? (long long)oo : -1LL);
+    if (drain) drain_pipe(out, r, extra, sizeof extra);
     result(r, e, 0, extra, in, out);
   } else if (strcmp(c, "fork") == 0) {
     if (ntok < 2) fail_parse("fork call", NULL);
@@ -688,7 +723,7 @@ static void gen_call(char* out, size_t cap, int* nh, int depth) {
     if (strstr(mode, "PUNCH_HOLE") == NULL) g_unwritten_extents = 1;
     snprintf(out, cap, "fallocate %s %s %lld %lld", h, mode, roff(), rsize());
   } else if (w < 85) {
-    snprintf(out, cap, "sendfile %s %s %s %lld", h2, h, rr(2) ? "-" : "5000", rsize());
+    snprintf(out, cap, "sendfile %s %s %s %lld drain", h2, h, rr(2) ? "-" : "5000", rsize());
     if (strstr(out, " 5000 ")) {
       char* p = strstr(out, " 5000 ");
       char tail[64];
@@ -703,7 +738,7 @@ static void gen_call(char* out, size_t cap, int* nh, int depth) {
   } else if (w < 89) {
     char a[32] = "-";
     if (rr(2)) snprintf(a, sizeof a, "%lld", roff());
-    snprintf(out, cap, "splice %s %s %s - %lld SPLICE_F_NONBLOCK", h, a, h2, rsize());
+    snprintf(out, cap, "splice %s %s %s - %lld SPLICE_F_NONBLOCK drain", h, a, h2, rsize());
   } else if (w < 90) {
     snprintf(out, cap, "pipe");
     *nh += 2;
