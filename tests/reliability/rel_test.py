@@ -25,9 +25,11 @@ on any failure (exit 1), "ok" otherwise. Cases:
   setuid           a setuid-root probe run as nobody (AT_SECURE) ignores
                    UPCACHE_STATS_DIR (and so every environment path)
   inode_recycle    a recycled inode number never returns the old file's bytes
-  kernel_cache     after reading under the preload (O_DIRECT, and buffered with
-                   UPCACHE_DIRECT=off) the kernel's page cache holds (almost)
-                   none of the file (fincore)
+  kernel_cache     after reading under the preload the kernel's page cache
+                   holds (almost) none of the file (fincore), whole or in
+                   part, in every mode: O_DIRECT, buffered (UPCACHE_DIRECT=off,
+                   UPCACHE_FAULT=nodirect), and O_DIRECT refused mid-file
+                   (einval_at: the buffered fallback drops what it read)
   load             upcache_verify_reader: 4 threads, 64 MiB file, 8 MiB cache
 
 Sanitizer builds: SANITIZER_PRELOAD (set by CMake) is put before LIB.
@@ -508,6 +510,20 @@ def drop(path):
     os.close(fd)
 
 
+# Reads of a part of the file under the preload: 1 MiB reads of the first
+# 20 MiB, then scattered 64 KiB preads in the rest (prints the bytes read).
+PARTIAL = r"""
+import os, sys
+fd = os.open(sys.argv[1], os.O_RDONLY)
+n = 0
+for off in range(0, 20 << 20, 1 << 20):
+    n += len(os.pread(fd, 1 << 20, off))
+for off in range(21 << 20, 32 << 20, 3 << 20):
+    n += len(os.pread(fd, 64 << 10, off + 12345))
+print(n)
+"""
+
+
 def case_kernel_cache(E):
     if not shutil.which("fincore"):
         print("SKIP: no fincore")
@@ -521,17 +537,38 @@ def case_kernel_cache(E):
     # Control: a plain cat leaves the file in the kernel's cache.
     subprocess.run(["cat", path], stdout=subprocess.DEVNULL, check=True)
     check(fincore_bytes(path) > size // 2, "control: plain cat did not fill the kernel cache")
-    modes = [("auto", {})] if direct_works(E) else []
-    modes.append(("off", {"UPCACHE_DIRECT": "off"}))
-    for name, extra in modes:
+    direct = direct_works(E)
+    # (name, environment, the counter that must show the mode was taken)
+    modes = [("auto", {}, "direct_bytes")] if direct else []
+    modes.append(("off", {"UPCACHE_DIRECT": "off"}, "buffered_bytes"))
+    modes.append(("nodirect", {"UPCACHE_FAULT": "nodirect"}, "buffered_bytes"))
+    if direct:
+        # O_DIRECT refused mid-file (EINVAL at 8 MiB): the buffered fallback
+        # must drop what it pulled in, as the buffered mode does.
+        modes.append(("einval_at=8M", {"UPCACHE_FAULT": "einval_at=8M"}, "buffered_bytes"))
+    for name, extra, counter in modes:
         drop(path)
         check(fincore_bytes(path) <= before, "the file's pages were not dropped")
-        p = E.run(["cat", path], **extra)
+        p, c = stat_run(E, ["cat", path], **extra)
         check(p.returncode == 0 and p.stdout == data, "kernel_cache %s: output differs" % name)
+        check(c.get(counter, 0) > 0, "kernel_cache %s: no %s (mode not taken): %s" % (name, counter, c))
+        if name == "einval_at=8M":
+            check(c.get("direct_bytes", 0) > 0, "einval_at=8M: nothing read directly first: %s" % c)
         res = fincore_bytes(path)
-        check(res <= size // 32, "UPCACHE_DIRECT=%s: %d of %d bytes in the kernel cache after the read"
+        check(res <= size // 32, "%s: %d of %d bytes in the kernel cache after the read"
               % (name, res, size))
-        print("UPCACHE_DIRECT=%s: %d bytes of %d in the kernel cache" % (name, res, size))
+        print("%s: %d bytes of %d in the kernel cache after cat" % (name, res, size))
+        # A partial read (no end of file to stop the kernel's own readahead).
+        drop(path)
+        p, c = stat_run(E, [sys.executable, "-c", PARTIAL, path], **extra)
+        want = 20 * (1 << 20) + 4 * (64 << 10)
+        check(p.returncode == 0 and p.stdout.split() == [b"%d" % want],
+              "kernel_cache %s partial: %r %r" % (name, p.stdout, p.stderr[-300:]))
+        check(c.get(counter, 0) > 0, "kernel_cache %s partial: no %s: %s" % (name, counter, c))
+        res = fincore_bytes(path)
+        check(res <= size // 32, "%s partial: %d of %d bytes in the kernel cache after the reads"
+              % (name, res, size))
+        print("%s partial: %d bytes of %d in the kernel cache" % (name, res, size))
 
 
 def case_load(E):
