@@ -61,14 +61,31 @@ void flush_pending() {
 // initialized, trivially destructible, usable from every hook below.
 stats::OwnedSegment g_segment;
 
+// The one message of a segment that could not be published (/dev/shm full,
+// missing or not writable): the counters go on in private memory.
+void log_private_segment(int err) {
+  if (!log::enabled(1)) return;
+  const char* why = strerrordesc_np(-err);
+  log::Line()
+      .s("upcache: cannot create the statistics segment in ")
+      .s(stats::segment_dir())
+      .s(" (")
+      .s(why != nullptr ? why : "unknown error")
+      .s("); counters kept in private memory")
+      .emit();
+}
+
 bool new_segment(const Config& config) {
   stats::CreateOptions options;
   options.page_size = config.page_size;
   options.capacity_bytes = config.cache_bytes;
   options.callers_every = config.callers;
   options.keep = config.stats_keep;
-  if (config.stats && g_segment.create(options) == 0) return true;
-  return g_segment.create_private(options) == 0;
+  int err = 0;
+  if (config.stats && (err = g_segment.create(options)) == 0) return true;
+  if (g_segment.create_private(options) != 0) return false;  // the caller says pass-through
+  if (err < 0) log_private_segment(err);
+  return true;
 }
 
 void init() {
@@ -123,11 +140,18 @@ void count_passthrough() {
 void runtime_after_fork_child() {
   Scope scope;
   if (g_cache != nullptr) g_cache->after_fork_child();
-  if (g_segment.seg() != nullptr) g_segment.after_fork_child();
+  if (g_segment.seg() != nullptr) {
+    int err = g_segment.after_fork_child();  // < 0: a private segment instead
+    if (err < 0) log_private_segment(err);
+  }
 }
 
 void runtime_before_exec() { g_segment.before_exec(); }
 void runtime_exec_failed() {
+  // If the segment cannot be named again (/dev/shm full, or the address
+  // space limit reached), it stays mapped, unnamed, and nothing is logged:
+  // execvp() walks PATH with one failed execve per directory before the one
+  // that succeeds, and the new image creates (or reports) its own segment.
   if (g_segment.seg() != nullptr) g_segment.exec_failed();
 }
 void runtime_exit() { g_segment.finish(); }

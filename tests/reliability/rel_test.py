@@ -17,6 +17,12 @@ on any failure (exit 1), "ok" otherwise. Cases:
   fault_nodirect   nodirect: identical bytes, everything buffered
   noarena          the arena cannot be mapped (RLIMIT_AS): the program runs
                    normally and stderr has exactly one upcache: line
+  shm_full         the statistics segment cannot be created (/dev/shm full,
+                   out of inodes, read-only, in a private mount namespace;
+                   UPCACHE_STATS_DIR missing; /dev/shm filling up before a
+                   fork): the program runs normally, exactly one upcache line
+                   per process concerned, and reads are still served by
+                   upcache (fincore: not in the kernel's cache)
   bad_env          every UPCACHE_* variable with a bad value: cat's output
                    identical, exit 0, exactly one stderr line naming upcache
                    and the variable
@@ -338,6 +344,153 @@ def case_noarena(E):
     p = E.run(["sh", "-c", script, "sh", path], UPCACHE_SIZE="64M")
     check(p.returncode == 0 and p.stdout == data and p.stderr == b"",
           "noarena control (64M cache): rc %d stderr %r" % (p.returncode, p.stderr))
+
+
+# Runs ARGS in a private mount namespace whose /dev/shm is a fresh tmpfs
+# mounted with OPTS, after the shell commands PREP; only ARGS is preloaded.
+NS_SCRIPT = ('mount -t tmpfs -o "$1",mode=1777 upcache-rel-shm /dev/shm || exit 97; '
+             'eval "$2"; shift 2; exec env LD_PRELOAD="$REL_PRELOAD" "$@"')
+
+
+def run_in_shm_ns(E, opts, prep, args, **kv):
+    env = E.env(preload=False, **kv)
+    env["REL_PRELOAD"] = E.preload
+    return subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", NS_SCRIPT,
+                           "sh", opts, prep] + args, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, timeout=120)
+
+
+def private_mounts_work(E):
+    if not shutil.which("unshare"):
+        return "no unshare(1)"
+    p = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                        "mount -t tmpfs -o size=4k upcache-rel-probe /dev/shm"],
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if p.returncode != 0:
+        return "cannot mount a tmpfs in a private mount namespace (%s)" % p.stdout.strip()[:200]
+    return None
+
+
+def segment_lines(stderr):
+    """The upcache lines of stderr, and whether each says the segment went private."""
+    lines = stderr.decode(errors="replace").splitlines()
+    return lines, [("upcache" in l and "statistics segment" in l and "private" in l) for l in lines]
+
+
+def served_direct(E, path, size, what):
+    """The last reader of `path` was served by upcache's O_DIRECT reads (the
+    kernel cache holds almost none of it; a pass-through would fill it)."""
+    res = fincore_bytes(path)
+    check(res <= size // 32, "%s: %d of %d bytes in the kernel cache: not served by upcache"
+          % (what, res, size))
+
+
+# Under the preload, in a namespace whose /dev/shm has room for this
+# process's segment only: read and check a file, fill /dev/shm, fork a child
+# that reads and checks another file (its own segment cannot be created),
+# then read the first file again. Prints the segments in /dev/shm.
+FORK_FULL = r"""
+import glob, os, sys
+a, b, want_a, want_b = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+def digest(path):
+    import hashlib
+    h = hashlib.md5()
+    fd = os.open(path, os.O_RDONLY)
+    while True:
+        c = os.read(fd, 1 << 20)
+        if not c: break
+        h.update(c)
+    os.close(fd)
+    return h.hexdigest()
+sums = open(sys.argv[5]).read().split()
+assert digest(a) == sums[0], "parent: first read of A"
+mine = glob.glob("/dev/shm/upcache.%d.*" % os.getpid())
+fill = os.open("/dev/shm/fill", os.O_WRONLY | os.O_CREAT, 0o600)
+try:
+    while True:
+        os.write(fill, b"\0" * 4096)
+except OSError:
+    pass
+os.close(fill)
+pid = os.fork()
+if pid == 0:
+    ok = digest(b) == sums[1]
+    child = glob.glob("/dev/shm/upcache.%d.*" % os.getpid())
+    print("child", ok, len(child), flush=True)
+    os._exit(0 if ok else 1)
+_, st = os.waitpid(pid, 0)
+print("parent", digest(a) == sums[0], len(mine), st, flush=True)
+"""
+
+
+def case_shm_full(E):
+    size = 4 << 20
+    data = pattern(size)
+    path = E.file("shmfull", data)
+    os.sync()  # dirty pages cannot be dropped
+    direct = direct_works(E)
+    if not direct:
+        print("note: no O_DIRECT on %s: cannot tell a served read from a pass-through here"
+              % E.work)
+    # The statistics directory missing (no namespace needed): ENOENT.
+    missing = os.path.join(E.work, "no-such-dir")
+    drop(path)
+    p = E.run(["cat", path], UPCACHE_STATS_DIR=missing)
+    check(p.returncode == 0 and p.stdout == data, "stats dir missing: cat output differs")
+    lines, ok = segment_lines(p.stderr)
+    check(len(lines) == 1 and ok[0] and missing in lines[0],
+          "stats dir missing: want one upcache line naming it, got %r" % p.stderr)
+    if direct:
+        served_direct(E, path, size, "stats dir missing")
+    why = private_mounts_work(E)
+    if why:
+        print("SKIP: /dev/shm full: %s" % why)
+        return
+    # /dev/shm full at start-up: no room (ENOSPC from fallocate), no inode
+    # (ENOSPC from open), read-only (EROFS). The program runs, one line,
+    # and upcache still serves its reads (private counters).
+    for opts, prep, errtext in (("size=4k", "", "No space left on device"),
+                                ("nr_inodes=2", ": > /dev/shm/x", "No space left on device"),
+                                ("ro", "", "Read-only file system")):
+        drop(path)
+        p = run_in_shm_ns(E, opts, prep, ["cat", path])
+        what = "/dev/shm %s" % opts
+        if p.returncode == 97:
+            fail("%s: the tmpfs could not be mounted: %r" % (what, p.stderr))
+            continue
+        check(p.returncode == 0 and p.stdout == data,
+              "%s: cat exit %d, output differs: %s" % (what, p.returncode, p.stdout != data))
+        lines, ok = segment_lines(p.stderr)
+        check(len(lines) == 1 and ok[0] and "/dev/shm" in lines[0] and errtext in lines[0],
+              "%s: want one upcache line (statistics segment, %s), got %r"
+              % (what, errtext, p.stderr))
+        if direct:
+            served_direct(E, path, size, what)
+    # The controls: room enough is silent; UPCACHE_STATS=no does not try.
+    p = run_in_shm_ns(E, "size=16m", "", ["cat", path])
+    check(p.returncode == 0 and p.stdout == data and p.stderr == b"",
+          "/dev/shm with room: rc %d stderr %r" % (p.returncode, p.stderr))
+    p = run_in_shm_ns(E, "size=4k", "", ["cat", path], UPCACHE_STATS="no")
+    check(p.returncode == 0 and p.stdout == data and p.stderr == b"",
+          "/dev/shm full, UPCACHE_STATS=no: rc %d stderr %r" % (p.returncode, p.stderr))
+    # Full after start-up: the parent's segment exists, the forked child's
+    # cannot be created: one line (the child's), both processes read right.
+    other = pattern(size, b"B")
+    path_b = E.file("shmfull-b", other)
+    sums = E.file("sums", ("%s %s" % (md5(data), md5(other))).encode())
+    os.sync()
+    drop(path)
+    drop(path_b)
+    p = run_in_shm_ns(E, "size=1m", "", [sys.executable, "-c", FORK_FULL, path, path_b,
+                                         str(size), str(size), sums])
+    out = p.stdout.decode().split("\n")
+    check(p.returncode == 0 and out[:2] == ["child True 0", "parent True 1 0"],
+          "/dev/shm full at fork: rc %d out %r stderr %r" % (p.returncode, out, p.stderr[-500:]))
+    lines, ok = segment_lines(p.stderr)
+    check(len(lines) == 1 and ok[0], "/dev/shm full at fork: want one upcache line, got %r"
+          % p.stderr)
+    if direct:
+        served_direct(E, path_b, size, "/dev/shm full at fork: the child's file")
 
 
 BAD_ENV = [("UPCACHE_SIZE", "banana"), ("UPCACHE_PAGE_SIZE", "3000"), ("UPCACHE_RA_MAX", "-1"),
