@@ -36,6 +36,11 @@ on any failure (exit 1), "ok" otherwise. Cases:
                    part, in every mode: O_DIRECT, buffered (UPCACHE_DIRECT=off,
                    UPCACHE_FAULT=nodirect), and O_DIRECT refused mid-file
                    (einval_at: the buffered fallback drops what it read)
+  fork_kill        upcache_fork_kill: three forked workers read a 128 MiB file
+                   through a 16 MiB shared cache while the parent SIGKILLs
+                   them mid-read (30 rounds, random delays), leaving each
+                   victim a zombie while the others read its range; no wrong
+                   byte, no read that never returns (fork_kill.c)
   load             upcache_verify_reader: 4 threads, 64 MiB file, 8 MiB cache
 
 Sanitizer builds: SANITIZER_PRELOAD (set by CMake) is put before LIB.
@@ -81,6 +86,7 @@ class Env:
         self.upcache = os.path.join(a.build, "tools", "upcache")
         self.reader = os.path.join(a.build, "tests", "reliability", "upcache_verify_reader")
         self.probe = os.path.join(a.build, "tests", "reliability", "upcache_secure_probe")
+        self.fork_kill = os.path.join(a.build, "tests", "reliability", "upcache_fork_kill")
 
     def env(self, preload=True, **kv):
         e = {k: v for k, v in os.environ.items()
@@ -741,6 +747,29 @@ def case_load(E):
             c = E.counters(None)
             check(c.get("evictions", 0) > 0 and c.get("bytes_read", 0) > 0,
                   "load %s: no eviction pressure / not cached: %s" % (extra, c))
+
+
+def case_fork_kill(E):
+    path = os.path.join(E.work, "forkkill")
+    subprocess.run([E.reader, "--make", path, str(128 << 20)], check=True)
+    kills = 30
+    # The disk: O_DIRECT through io_uring, then the thread engine; tmpfs: the
+    # buffered path. The cache is an eighth of the file.
+    engines = [{"UPCACHE_ASYNC": "uring"}, {"UPCACHE_ASYNC": "threads"}] if direct_works(E) \
+        else [{}]
+    for seed, extra in enumerate(engines, 1):
+        p = E.run([E.fork_kill, path, "3", str(kills), str(seed)], timeout=600,
+                  UPCACHE_SIZE="16M", **extra)
+        out = p.stdout.decode()
+        sys.stdout.write(out)
+        m = dict(kv.split("=") for kv in out.split()[1:]) if out.startswith("ok ") else {}
+        check(p.returncode == 0 and m, "fork_kill %s: exit %d %s %s" % (
+            extra, p.returncode, out[-500:], p.stderr.decode()[-500:]))
+        if m:
+            check(int(m["kills"]) >= kills and int(m["forced_reads"]) >= 2 * kills
+                  and int(m["zombie_rounds"]) > 0 and int(m["in_read"]) > 0,
+                  "fork_kill %s: the rounds did not happen as planned: %s" % (extra, out))
+        check(b"upcache" not in p.stderr, "fork_kill %s: upcache messages %r" % (extra, p.stderr[-500:]))
 
 
 CASES = {n[5:]: f for n, f in globals().items() if n.startswith("case_")}
