@@ -44,9 +44,13 @@ void after_open(int fd, const char* path, int flags) {
   if (fd < 0 || !g_ready.load(std::memory_order_acquire)) return;
   Scope scope;
   ErrnoKeeper keep;
-  if (t_depth > 1 || (flags & (O_PATH | O_DIRECT)) != 0 || (flags & O_ACCMODE) == O_WRONLY) {
+  const int access = flags & O_ACCMODE;
+  if (t_depth > 1 || (flags & (O_PATH | O_DIRECT)) != 0 ||
+      (access != O_RDONLY && access != O_RDWR)) {
     // Not served: nested (the cache may be busy on this thread), a path-only
-    // descriptor, direct I/O asked for by the program, or not readable.
+    // descriptor, direct I/O asked for by the program, or not readable:
+    // write-only, or access mode 3 (neither read nor write, for ioctls),
+    // whose reads the kernel fails with EBADF.
     g_fds.set(fd, t_depth > 1 ? FdTable::kNone : FdTable::kPassthrough);
     if ((flags & O_TRUNC) != 0 && t_depth == 1) invalidate_fd_everywhere(fd, 0, 0);
     return;
