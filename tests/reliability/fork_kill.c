@@ -61,6 +61,7 @@ struct worker_ctl {
   _Atomic uint64_t reads;       // reads completed and verified
   _Atomic uint64_t bytes;
   _Atomic uint64_t max_read_ns;  // the longest read (reported, not asserted)
+  _Atomic uint64_t last_read_ns;  // the last one (reported with a failure)
   _Atomic uint64_t forced_off;  // a read the parent asks for: [off, off + len)
   _Atomic uint64_t forced_len;
   _Atomic uint64_t forced_seq;  // asked when forced_seq > forced_done
@@ -118,8 +119,10 @@ static void verify(int me, const char* what, const unsigned char* buf, uint64_t 
                    long got, int err) {
   uint64_t want = off >= g_size ? 0 : (g_size - off < len ? g_size - off : len);
   if (got < 0 || (uint64_t)got != want) {
-    printf("FAIL: worker %d: %s off=%" PRIu64 " len=%" PRIu64 " returned %ld (errno %d), want %" PRIu64
-           "\n", me, what, off, len, got, err, want);
+    printf("FAIL: worker %d: %s off=%" PRIu64 " len=%" PRIu64 " returned %ld (%s), want %" PRIu64
+           " (the call took %" PRIu64 " ms)\n", me, what, off, len, got,
+           got < 0 ? strerror(err) : "a short count", want,
+           atomic_load(&g_ctl->w[me].last_read_ns) / 1000000);
     fflush(stdout);
     _exit(1);
   }
@@ -140,6 +143,7 @@ static void begin(struct worker_ctl* w, uint64_t off, uint64_t len) {
 
 static void end(struct worker_ctl* w, long got) {
   uint64_t took = now_ns() - atomic_load(&w->busy_since);
+  atomic_store(&w->last_read_ns, took);
   if (took > atomic_load(&w->max_read_ns)) atomic_store(&w->max_read_ns, took);
   atomic_store(&w->busy_since, 0);
   atomic_fetch_add(&w->reads, 1);
