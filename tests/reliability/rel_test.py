@@ -31,6 +31,14 @@ on any failure (exit 1), "ok" otherwise. Cases:
   setuid           a setuid-root probe run as nobody (AT_SECURE) ignores
                    UPCACHE_STATS_DIR (and so every environment path)
   inode_recycle    a recycled inode number never returns the old file's bytes
+  secret_fork      in an arena shared with a forked child: root reads a 0600
+                   file (and a 0622 one) through the cache, forks, the child
+                   drops to nobody; its opens fail (EACCES) as without the
+                   preload, O_PATH / write-only / inherited descriptors
+                   behave as the kernel's, and no descriptor it holds
+                   returns the secret, through the read family or a raw
+                   system call; files it makes on the recycled inode number
+                   of a deleted cached file read its own bytes
   kernel_cache     after reading under the preload the kernel's page cache
                    holds (almost) none of the file (fincore), whole or in
                    part, in every mode: O_DIRECT, buffered (UPCACHE_DIRECT=off,
@@ -47,6 +55,7 @@ Sanitizer builds: SANITIZER_PRELOAD (set by CMake) is put before LIB.
 """
 
 import argparse
+import errno
 import json
 import os
 import pwd
@@ -655,6 +664,272 @@ def case_inode_recycle(E):
     if out.startswith("recycled 0"):
         print("note: the filesystem never reused the inode number (the test proved nothing)")
     print(out.strip())
+
+
+# Under the preload, as root: reads a 0600 secret, a 0622 file (others may
+# write, not read), a public file and "pub/gone" (deleted once read) through
+# the cache, keeps the secret open, forks a child that drops to nobody and
+# tries every way to the secret through the read family. Prints one JSON
+# object (the child's results, and how often an inode number was recycled).
+SECRET = r"""
+import ctypes, json, mmap, os, platform, sys
+d, nobody_uid, nobody_gid, marker = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4].encode()
+secret, wo, public = os.path.join(d, "secret"), os.path.join(d, "wo"), os.path.join(d, "public")
+pub = os.path.join(d, "pub")
+gone = os.path.join(pub, "gone")
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+SYS_pread64 = {"x86_64": 17, "aarch64": 67}.get(platform.machine())
+
+def slurp(fd):
+    out = b""
+    while True:
+        c = os.read(fd, 1 << 20)
+        if not c:
+            return out
+        out += c
+
+# The parent (root) reads every file through the cache; it keeps the
+# secret open (the child inherits that descriptor), the others are closed;
+# "gone" is deleted once read (its pages may stay cached).
+keep = os.open(secret, os.O_RDONLY)
+sizes = {}
+for p in (secret, wo, gone, public):
+    fd = os.open(p, os.O_RDONLY)
+    sizes[p] = len(slurp(fd))
+    os.close(fd)
+gone_st = os.stat(gone)
+os.unlink(gone)
+
+def res(f):
+    try:
+        b = f()
+    except OSError as e:
+        return ["E", e.errno]
+    if isinstance(b, int):
+        return ["ok"]
+    return ["ok", len(b), marker in b]
+
+def reads(fd):
+    # Every call of the read family on fd.
+    out = {}
+    out["read"] = res(lambda: os.read(fd, 65536))
+    out["pread"] = res(lambda: os.pread(fd, 65536, 4096))
+    def rv():
+        bufs = [bytearray(5000), bytearray(70000)]
+        n = os.readv(fd, bufs)
+        return (bytes(bufs[0]) + bytes(bufs[1]))[:n]
+    out["readv"] = res(rv)
+    def prv():
+        bufs = [bytearray(5000), bytearray(70000)]
+        n = os.preadv(fd, bufs, 8192)
+        return (bytes(bufs[0]) + bytes(bufs[1]))[:n]
+    out["preadv"] = res(prv)
+    out["preadv2"] = res(lambda: (lambda b: bytes(b[:os.preadv(fd, [b], 0, 0)]))(bytearray(65536)))
+    return out
+
+def opened(path, flags):
+    # open(path, flags), then the read family on it.
+    try:
+        fd = os.open(path, flags)
+    except OSError as e:
+        return ["E", e.errno]
+    r = reads(fd)
+    os.close(fd)
+    return ["opened", r]
+
+r, w = os.pipe()
+pid = os.fork()
+if pid == 0:
+    os.close(r)
+    R = {}
+    os.setgroups([])
+    os.setgid(nobody_gid)
+    os.setuid(nobody_uid)
+    # An inherited descriptor stays readable after dropping privileges, as
+    # without upcache (the kernel checked access when the parent opened it).
+    R["inherited"] = reads(keep)
+    # The daemon's pattern: close everything inherited, then open.
+    os.closerange(3, w)
+    os.closerange(w + 1, 1 << 16)
+    R["open_rdonly"] = opened(secret, os.O_RDONLY)
+    R["open_rdwr"] = opened(secret, os.O_RDWR)
+    R["open_accmode3"] = opened(secret, os.O_RDONLY | os.O_WRONLY | os.O_RDWR)
+    dfd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
+    R["openat"] = res(lambda: os.open("secret", os.O_RDONLY, dir_fd=dfd))
+    os.close(dfd)
+    # O_PATH needs no read permission: reads on it fail (EBADF), and it
+    # cannot be reopened for reading through /proc.
+    try:
+        pfd = os.open(secret, os.O_PATH)
+        R["o_path"] = reads(pfd)
+        R["o_path_reopen"] = opened("/proc/self/fd/%d" % pfd, os.O_RDONLY)
+        os.close(pfd)
+    except OSError as e:
+        R["o_path"] = ["E", e.errno]
+    R["parent_fd_via_proc"] = opened("/proc/%d/fd/%d" % (os.getppid(), keep), os.O_RDONLY)
+    # Write-only (mode 0622: others may write, not read): reads fail.
+    R["write_only"] = opened(wo, os.O_WRONLY)
+    R["wo_rdonly"] = opened(wo, os.O_RDONLY)
+    # A file it may read is read right (and served).
+    R["public"] = opened(public, os.O_RDONLY)
+    # Every descriptor the process has, through the read family and through
+    # the raw system call (which no preload sees): none holds the secret.
+    leaks = []
+    page = mmap.mmap(-1, 1 << 16)  # page aligned: O_DIRECT descriptors read too
+    addr = ctypes.addressof(ctypes.c_char.from_buffer(page))
+    def raw(fd):
+        n = libc.syscall(SYS_pread64, fd, ctypes.c_void_p(addr), 1 << 16, 0)
+        return page[:max(0, n)]
+    for fd in sorted(int(x) for x in os.listdir("/proc/self/fd")):
+        calls = [("pread", lambda: os.pread(fd, 1 << 16, 0))]
+        if SYS_pread64 is not None:
+            calls.append(("raw", lambda: raw(fd)))
+        for name, f in calls:
+            try:
+                if marker in f():
+                    leaks.append([fd, name])
+            except OSError:
+                pass
+    R["descriptor_scan_leaks"] = leaks
+    # A recycled inode number: files the child creates (same size, the same
+    # modification time as the deleted "gone") until one gets its inode.
+    recycled = 0
+    wrong = []
+    for i in range(300):
+        p = os.path.join(pub, "mine%d" % i)
+        body = (b"child-%d-" % i).ljust(4096, b".") * (sizes[gone] // 4096)
+        with open(p, "wb") as f:
+            f.write(body)
+        os.utime(p, ns=(gone_st.st_atime_ns, gone_st.st_mtime_ns))
+        st = os.stat(p)
+        fd = os.open(p, os.O_RDONLY)
+        got = slurp(fd)
+        os.close(fd)
+        if got != body:
+            wrong.append([i, st.st_ino == gone_st.st_ino, marker in got])
+        os.unlink(p)
+        if st.st_ino == gone_st.st_ino:
+            recycled += 1
+            if recycled >= 3:
+                break
+    R["recycled_wrong"] = wrong
+    os.write(w, json.dumps([R, recycled]).encode())
+    os._exit(0)
+os.close(w)
+out = slurp(r)
+_, st = os.waitpid(pid, 0)
+print(json.dumps({"status": st, "sizes": sorted(sizes.values()), "child": json.loads(out or b"null")}))
+"""
+
+
+def traversable(path):
+    """Whether every directory from / to path lets others search it."""
+    path = os.path.abspath(path)
+    while True:
+        if not os.stat(path).st_mode & stat.S_IXOTH:
+            return False
+        if path == "/":
+            return True
+        path = os.path.dirname(path)
+
+
+def case_secret_fork(E):
+    if os.getuid() != 0:
+        print("SKIP: needs root (a child that drops privileges to nobody)")
+        return
+    try:
+        nobody = pwd.getpwnam("nobody")
+    except KeyError:
+        print("SKIP: no user nobody")
+        return
+    marker = b"UPCACHE-SECRET-MARKER-5e21d0"
+    block = marker + b"." * (4096 - len(marker))
+    base = E.work if traversable(E.work) else tempfile.mkdtemp(prefix="rel-secret-", dir="/tmp")
+    # Segments on a tmpfs: a segment file made at fork must not take the
+    # deleted file's inode number before the child can.
+    stats_dir = tempfile.mkdtemp(prefix="upcache-rel-secret-", dir="/dev/shm")
+    try:
+        results = {}
+        for preload in (False, True):
+            d = os.path.join(base, "secret-%s" % ("pre" if preload else "plain"))
+            os.mkdir(d)
+            os.chmod(d, 0o755)
+            os.mkdir(os.path.join(d, "pub"))
+            os.chmod(os.path.join(d, "pub"), 0o777)
+            for name, mode, body in (("secret", 0o600, block * 256), ("wo", 0o622, block * 256),
+                                     ("pub/gone", 0o600, block * 256),
+                                     ("public", 0o644, b"public..".ljust(4096, b"-") * 256)):
+                p = os.path.join(d, name)
+                with open(p, "wb") as f:
+                    f.write(body)
+                os.chmod(p, mode)
+            for n in os.listdir(stats_dir):
+                os.unlink(os.path.join(stats_dir, n))
+            p = E.run([sys.executable, "-c", SECRET, d, str(nobody.pw_uid), str(nobody.pw_gid),
+                       marker.decode()], preload=preload, UPCACHE_STATS_DIR=stats_dir,
+                      UPCACHE_STATS_KEEP=1)
+            what = "preloaded" if preload else "plain"
+            try:
+                out = json.loads(p.stdout)
+            except ValueError:
+                fail("secret_fork %s: rc %d %r %r" % (what, p.returncode, p.stdout[-300:],
+                                                      p.stderr[-800:]))
+                return
+            check(p.returncode == 0 and out["status"] == 0 and out["child"],
+                  "secret_fork %s: rc %d, child %s %r" % (what, p.returncode, out["status"],
+                                                          p.stderr[-800:]))
+            results[preload] = out
+            if preload:
+                # The parent read the whole secret through the cache: its
+                # pages were in the arena the child shares.
+                stat_out = subprocess.run([E.upcache, "stat", "--json", "--files"],
+                                          stdout=subprocess.PIPE, text=True,
+                                          env=dict(os.environ, UPCACHE_STATS_DIR=stats_dir))
+                secret_paths = (os.path.join(d, "secret"), os.path.realpath(os.path.join(d, "secret")))
+                try:
+                    served = sum(f["bytes"] for proc in json.loads(stat_out.stdout)["processes"]
+                                 for f in proc.get("files", []) if f["path"] in secret_paths)
+                except (ValueError, KeyError, TypeError):
+                    served = -1
+                check(served >= 1 << 20, "secret_fork: the secret was not read through the cache "
+                      "(%d bytes): %s" % (served, stat_out.stdout[:500]))
+        if len(results) != 2 or not results[True]["child"] or not results[False]["child"]:
+            return
+        R, recycled = results[True]["child"]
+        plain, plain_recycled = results[False]["child"]
+        for k in sorted(set(plain) | set(R)):
+            if k != "recycled_wrong":
+                check(plain.get(k) == R.get(k), "secret_fork %s: plain %s, preloaded %s"
+                      % (k, plain.get(k), R.get(k)))
+        ok = lambda n: ["ok", n, True]
+        EBADF = ["E", errno.EBADF]
+        EACCES = ["E", errno.EACCES]
+        check(R["inherited"] == {"read": ok(65536), "pread": ok(65536), "readv": ok(75000),
+                                 "preadv": ok(75000), "preadv2": ok(65536)},
+              "an inherited descriptor: %s" % R["inherited"])
+        for k in ("open_rdonly", "open_rdwr", "open_accmode3", "openat", "o_path_reopen",
+                  "wo_rdonly"):
+            check(R[k] == EACCES, "%s: want EACCES, got %s" % (k, R[k]))
+        check(R["parent_fd_via_proc"][0] == "E", "/proc/PPID/fd: %s" % R["parent_fd_via_proc"])
+        for k in ("o_path", "write_only"):
+            got = R[k] if isinstance(R[k], dict) else R[k][1] if R[k][0] == "opened" else R[k]
+            check(isinstance(got, dict) and all(v == EBADF for v in got.values()),
+                  "%s: want EBADF from every read call, got %s" % (k, R[k]))
+        check(R["public"][0] == "opened" and
+              all(v[0] == "ok" and not v[2] for v in R["public"][1].values()),
+              "a readable file: %s" % R["public"])
+        check(R["descriptor_scan_leaks"] == [],
+              "descriptors that return the secret: %s" % R["descriptor_scan_leaks"])
+        check(R["recycled_wrong"] == [] and plain["recycled_wrong"] == [],
+              "files on a recycled inode read wrong: %s" % R["recycled_wrong"])
+        if recycled == 0:
+            print("note: no inode number was recycled (plain run: %d)" % plain_recycled)
+        print("secret_fork: inode number recycled %d times (plain %d)" % (recycled, plain_recycled))
+    finally:
+        shutil.rmtree(stats_dir, ignore_errors=True)
+        if base != E.work:
+            shutil.rmtree(base, ignore_errors=True)
 
 
 def fincore_bytes(path):
