@@ -293,8 +293,8 @@ static int read_stdin_main(long long len) {
 }
 
 // `drain` after sendfile or splice into a pipe: reads back at once what the
-// call put into the pipe (through a second read end opened on the pipe) and
-// prints its hash. Why: the kernel's pipe buffers reference page-cache pages,
+// pipe holds (through a second read end opened on the pipe) and prints its
+// hash. Why: the kernel's pipe buffers reference page-cache pages,
 // so whether a later write to the file shows through them depends on
 // truncation and writeback; upcache's served splice puts copies in the pipe.
 // The bytes the call moved are the contract, not that aliasing: random
@@ -309,8 +309,10 @@ static void drain_pipe(int out, long long moved, char* extra, size_t cap) {
   static unsigned char buf[1 << 16];
   uint64_t h = FNV0;
   long long got = 0;
-  while (got < moved) {
-    ssize_t n = read(rd, buf, sizeof buf < (size_t)(moved - got) ? sizeof buf : (size_t)(moved - got));
+  // Everything the pipe holds, bytes written before the call included: any
+  // byte left behind could be one the kernel aliases.
+  for (;;) {
+    ssize_t n = read(rd, buf, sizeof buf);
     if (n <= 0) break;
     h = fnv(h, buf, (size_t)n);
     got += n;
