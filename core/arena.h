@@ -31,7 +31,10 @@ struct Bucket {
 
 struct ArenaHeader {
   static constexpr uint64_t kMagic = 0x4548434143505521ull;  // "!UPCACHE"
-  static constexpr uint32_t kVersion = 1;
+  static constexpr uint32_t kVersion = 2;
+  // Counters of live writable shared mappings, by hash of (dev, ino): see
+  // Cache::mapped_writable. A collision only makes another inode pass through.
+  static constexpr uint32_t kMapSlots = 1024;
   uint64_t magic;
   uint32_t version;
   uint32_t page_shift;
@@ -47,6 +50,7 @@ struct ArenaHeader {
   alignas(64) std::atomic<uint64_t> clock_hand;
   alignas(64) std::atomic<uint64_t> next_file_id;
   alignas(64) std::atomic<uint32_t> inode_lock;
+  alignas(64) std::atomic<uint32_t> writable_maps[kMapSlots];
 };
 
 struct ArenaLayout {

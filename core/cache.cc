@@ -47,6 +47,9 @@ struct FileRef {
   std::atomic<uint64_t> size{0};  // bytes, as this process last saw them
   std::atomic<int> refs{1};
   int stats_slot = -1;
+  // The arena's count of writable shared mappings for this inode (see
+  // Cache::mapped_writable): non-zero, reads go to the kernel.
+  std::atomic<uint32_t>* writable_maps = nullptr;
   FileIdentity identity;
   FileRef* next = nullptr;  // per-process list, under files_lock_
 };
@@ -146,6 +149,11 @@ class CacheImpl final : public Cache {
   void drop_page(uint64_t file_id, uint64_t page);
   void drop_range(uint64_t file_id, uint64_t offset, uint64_t len, uint64_t size_bound);
   void invalidate_inode(const struct stat& st, uint64_t offset, uint64_t len) override;
+  void mapped_writable(uint64_t dev, uint64_t ino) override;
+  void unmapped_writable(uint64_t dev, uint64_t ino) override;
+  void count_writable(uint64_t dev, uint64_t ino) override;
+  std::atomic<uint32_t>& writable_maps(uint64_t dev, uint64_t ino) const;
+  void drop_inode(uint64_t dev, uint64_t ino);
 
   // --- I/O ---
   int64_t issue(FileRef* file, uint64_t start, uint64_t count, uint64_t need_end, uint64_t mark,
@@ -290,6 +298,7 @@ FileRef* CacheImpl::attach(int fd, const char* path, int open_flags) {
   file->backend = bf;
   file->size.store(id.size, std::memory_order_relaxed);
   file->identity = id;
+  file->writable_maps = &writable_maps(id.dev, id.ino);
   file->stats_slot = stats_->claim_file(file_id, name ? name : "?");
   file->next = files_;
   files_ = file;
@@ -778,6 +787,7 @@ int64_t CacheImpl::issue_partial(FileRef* file, uint64_t page, uint64_t from, ui
 }
 
 void CacheImpl::prefetch(FileRef* file, uint64_t offset, uint64_t len) {
+  if (file->writable_maps->load(std::memory_order_relaxed) != 0) return;
   uint64_t size = file->size.load(std::memory_order_relaxed);
   if (offset >= size || len == 0) return;
   if (len > size - offset) len = size - offset;
@@ -811,6 +821,9 @@ int64_t CacheImpl::read(FileRef* file, RaState& ra, uint64_t pos, const iovec* i
                         unsigned flags) {
   uint64_t want = IovCursor::total(iov, iovcnt);
   if (want == 0) return 0;
+  // Mapped shared and writable by the program: the kernel's page cache holds
+  // the truth (mapped_writable).
+  if (__builtin_expect(file->writable_maps->load(std::memory_order_relaxed) != 0, 0)) return -ENOBUFS;
   // Latency: every read that misses is timed; of the hits, one in
   // kHitSample per thread (two clock reads would cost as much as the hit).
   static thread_local unsigned hit_clock __attribute__((tls_model("initial-exec"))) = 0;
@@ -1063,6 +1076,52 @@ void CacheImpl::invalidate_inode(const struct stat& st, uint64_t offset, uint64_
     if (recorded_size != new_size && recorded_size > 0) drop_page(shared_id, (recorded_size - 1) >> shift_);
     inodes_->update_attributes(shared_id, identity_of(st, 0));
   }
+}
+
+std::atomic<uint32_t>& CacheImpl::writable_maps(uint64_t dev, uint64_t ino) const {
+  uint64_t h = (dev * 0x9E3779B97F4A7C15ull) ^ (ino * 0xC2B2AE3D27D4EB4Full);
+  h ^= h >> 29;
+  return arena_.header().writable_maps[h & (ArenaHeader::kMapSlots - 1)];
+}
+
+// Drops every cached page of inode (dev, ino): under every file id this
+// process holds for it and the one the shared inode table holds.
+void CacheImpl::drop_inode(uint64_t dev, uint64_t ino) {
+  uint64_t shared_id = 0, recorded_size = 0;
+  bool shared = inodes_->lookup(dev, ino, &shared_id, &recorded_size);
+  bool shared_done = false;
+  pthread_mutex_lock(&files_lock_);
+  for (FileRef* f = files_; f; f = f->next) {
+    if (f->identity.dev != dev || f->identity.ino != ino) continue;
+    uint64_t bound = f->size.load(std::memory_order_relaxed);
+    if (shared && f->file_id == shared_id) {
+      if (recorded_size > bound) bound = recorded_size;
+      shared_done = true;
+    }
+    drop_range(f->file_id, 0, 0, bound);
+  }
+  pthread_mutex_unlock(&files_lock_);
+  if (shared && !shared_done) drop_range(shared_id, 0, 0, recorded_size);
+}
+
+void CacheImpl::mapped_writable(uint64_t dev, uint64_t ino) {
+  // Count first: from here on no read caches a page of the inode, so the
+  // drop leaves nothing behind.
+  writable_maps(dev, ino).fetch_add(1, std::memory_order_acq_rel);
+  drop_inode(dev, ino);
+}
+
+void CacheImpl::unmapped_writable(uint64_t dev, uint64_t ino) {
+  // Drop while still counted (nothing is cached meanwhile), then uncount.
+  drop_inode(dev, ino);
+  std::atomic<uint32_t>& n = writable_maps(dev, ino);
+  uint32_t v = n.load(std::memory_order_relaxed);
+  while (v != 0 && !n.compare_exchange_weak(v, v - 1, std::memory_order_acq_rel)) {
+  }
+}
+
+void CacheImpl::count_writable(uint64_t dev, uint64_t ino) {
+  writable_maps(dev, ino).fetch_add(1, std::memory_order_acq_rel);
 }
 
 void CacheImpl::invalidate(FileRef* file, uint64_t offset, uint64_t len) {

@@ -59,8 +59,10 @@ class Cache {
   // Reads into iov[0..iovcnt) from byte `pos` of `file`. Returns the bytes
   // read (0 at end of file, short only at end of file) or -errno: -EIO when
   // the device failed, -EAGAIN with kReadNoWait when a page is not up to
-  // date, -ENOBUFS when no frame could be had (every frame pinned or in
-  // flight): the caller should then pass the read to the kernel.
+  // date, -ENOBUFS when the cache does not serve this read (no frame could
+  // be had: every frame pinned or in flight; or the file is mapped shared
+  // and writable, see mapped_writable): the caller should then pass the read
+  // to the kernel. Costs one relaxed load for the mapping check.
   virtual int64_t read(FileRef* file, RaState& ra, uint64_t pos, const iovec* iov, int iovcnt,
                        unsigned flags = 0) = 0;
 
@@ -79,6 +81,23 @@ class Cache {
   // open with O_TRUNC): every file id of it this process holds, and the one
   // the shared inode table holds for forked relatives.
   virtual void invalidate_inode(const struct stat& st, uint64_t offset, uint64_t len) = 0;
+
+  // Shared writable mappings (contract point 3): the program mapped (part
+  // of) inode (dev, ino) MAP_SHARED with write access, so stores through the
+  // mapping change the file behind the cache's back. mapped_writable counts
+  // the mapping in the arena (forked relatives see the count too) and drops
+  // the inode's cached pages; while the count is not zero, read() of the
+  // inode answers -ENOBUFS and prefetch() does nothing, in every process
+  // sharing the arena. unmapped_writable drops the pages again (the stores
+  // made through the mapping) and uncounts one mapping. count_writable
+  // counts one more without dropping (a mapping a forked child inherited, or
+  // one that a partial munmap split in two). Counts are by a hash of (dev,
+  // ino): a collision only sends another inode to the kernel too. A process
+  // killed with mappings counted leaves them counted (its inodes pass
+  // through until the arena goes): never stale, only slower.
+  virtual void mapped_writable(uint64_t dev, uint64_t ino) = 0;
+  virtual void unmapped_writable(uint64_t dev, uint64_t ino) = 0;
+  virtual void count_writable(uint64_t dev, uint64_t ino) = 0;
 
   // Starts reading [offset, offset + len) without waiting (readahead(2),
   // POSIX_FADV_WILLNEED).

@@ -21,6 +21,7 @@
 
 #include "shim/interpose.h"
 #include "shim/kernel_offset.h"
+#include "shim/mappings.h"
 #include "shim/real_calls.h"
 
 namespace upcache::shim {
@@ -30,6 +31,7 @@ void before_exec() {
   if (!g_ready.load(std::memory_order_acquire)) return;
   ErrnoKeeper keep;
   sync_all_offsets(false);
+  mappings_before_exec();  // a successful exec ends every mapping
   runtime_before_exec();
 }
 
@@ -38,6 +40,7 @@ int exec_failed(int r) {
   if (!g_ready.load(std::memory_order_acquire)) return r;
   ErrnoKeeper keep;
   runtime_exec_failed();
+  mappings_exec_failed();
   return r;
 }
 

@@ -49,9 +49,10 @@ inline int64_t from_libc(ssize_t r) { return r < 0 ? -errno : r; }
 // Serves [pos, pos + len(iov)) of `d` from the cache. The readahead state is
 // serialized by ra_lock; a caller that finds it busy (concurrent preads on one
 // description) reads with a fresh state instead of waiting.
-// The cache answers -ENOBUFS when it could not get a frame (every one pinned
-// or in flight), -EFAULT when the buffer faulted before any byte was copied:
-// the kernel serves that read, at the same position.
+// The cache answers -ENOBUFS when it does not serve the read (no frame to be
+// had, or the file is mapped shared and writable: shim/mappings.h), -EFAULT
+// when the buffer faulted before any byte was copied: the kernel serves that
+// read, at the same position (with RWF_NOWAIT if the program asked for it).
 int64_t serve(int fd, Description* d, uint64_t pos, const iovec* iov, int cnt, unsigned flags) {
   // A description shared with another process may have had its status flags
   // changed there (fcntl(F_SETFL, O_DIRECT) in a child): ask the kernel. Shared
@@ -97,7 +98,9 @@ int64_t serve(int fd, Description* d, uint64_t pos, const iovec* iov, int cnt, u
   if (__builtin_expect(r == -ENOBUFS || r == -EFAULT, 0)) {
     count_passthrough();
     int saved = errno;
-    r = from_libc(real::preadv64(fd, iov, cnt, static_cast<off_t>(pos)));
+    r = from_libc((flags & kReadNoWait)
+                      ? real::preadv64v2(fd, iov, cnt, static_cast<off_t>(pos), RWF_NOWAIT)
+                      : real::preadv64(fd, iov, cnt, static_cast<off_t>(pos)));
     errno = saved;
     return r;
   }

@@ -7,6 +7,7 @@
 #include "core/sys.h"
 #include "shim/description.h"
 #include "shim/fd_table.h"
+#include "shim/mappings.h"
 #include "shim/runtime.h"
 
 namespace upcache::shim {
@@ -45,11 +46,13 @@ void prepare() {
   int saved = errno;
   sync_all_offsets(true);
   description_pool_lock();
+  mappings_fork_prepare();
   errno = saved;
 }
 
 void parent() {
   if (!g_ready.load(std::memory_order_acquire)) return;
+  mappings_fork_parent();
   description_pool_unlock();
 }
 
@@ -65,6 +68,7 @@ void child() {
     d->shared.store(true, std::memory_order_relaxed);
   });
   runtime_after_fork_child();
+  mappings_fork_child();  // the child inherited the parent's shared mappings
   errno = saved;
 }
 

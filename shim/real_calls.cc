@@ -210,6 +210,30 @@ int truncate64(const char* path, off_t len) {
   return static_cast<int>(libc_ret(sys::raw(SYS_truncate, reinterpret_cast<long>(path), len)));
 }
 
+void* mmap64(void* addr, size_t len, int prot, int flags, int fd, off_t off) {
+  long r = sys::raw(SYS_mmap, reinterpret_cast<long>(addr), static_cast<long>(len), prot, flags, fd, off);
+  if (r < 0 && r > -4096) {
+    errno = static_cast<int>(-r);
+    return reinterpret_cast<void*>(-1);
+  }
+  return reinterpret_cast<void*>(r);
+}
+int munmap(void* addr, size_t len) {
+  return static_cast<int>(libc_ret(sys::raw(SYS_munmap, reinterpret_cast<long>(addr), static_cast<long>(len))));
+}
+void* mremap(void* old, size_t old_len, size_t new_len, int flags, void* new_addr) {
+  long r = sys::raw(SYS_mremap, reinterpret_cast<long>(old), static_cast<long>(old_len),
+                    static_cast<long>(new_len), flags, reinterpret_cast<long>(new_addr));
+  if (r < 0 && r > -4096) {
+    errno = static_cast<int>(-r);
+    return reinterpret_cast<void*>(-1);
+  }
+  return reinterpret_cast<void*>(r);
+}
+int mprotect(void* addr, size_t len, int prot) {
+  return static_cast<int>(libc_ret(sys::raw(SYS_mprotect, reinterpret_cast<long>(addr), static_cast<long>(len), prot)));
+}
+
 int fclose(FILE* stream) {
   if (auto f = UPCACHE_FN(fclose, int (*)(FILE*))) return f(stream);
   return enosys(EOF);

@@ -68,6 +68,13 @@ ssize_t sendfile64(int out, int in, off_t* off, size_t count);
 ssize_t copy_file_range(int in, loff_t* off_in, int out, loff_t* off_out, size_t len, unsigned flags);
 ssize_t splice(int in, loff_t* off_in, int out, loff_t* off_out, size_t len, unsigned flags);
 
+// Memory mappings: always the raw system call (glibc's wrappers add nothing
+// the kernel does not check, and allocators call these from inside dlsym).
+void* mmap64(void* addr, size_t len, int prot, int flags, int fd, off_t off);
+int munmap(void* addr, size_t len);
+void* mremap(void* old, size_t old_len, size_t new_len, int flags, void* new_addr);
+int mprotect(void* addr, size_t len, int prot);
+
 int fclose(FILE* stream);
 FILE* freopen64(const char* path, const char* mode, FILE* stream);
 

@@ -23,6 +23,7 @@
 #include "shim/fd_table.h"
 #include "shim/kernel_offset.h"
 #include "shim/log.h"
+#include "shim/mappings.h"
 #include "shim/real_calls.h"
 #include "shim/signals.h"
 
@@ -127,7 +128,13 @@ void init() {
 
 __attribute__((constructor)) void upcache_shim_init() { init(); }
 
-__attribute__((destructor)) void upcache_shim_fini() { g_segment.finish(); }
+__attribute__((destructor)) void upcache_shim_fini() {
+  if (g_ready.load(std::memory_order_acquire)) {
+    Scope scope;
+    mappings_at_exit();
+  }
+  g_segment.finish();
+}
 
 }  // namespace
 
@@ -154,6 +161,10 @@ void runtime_exec_failed() {
   // that succeeds, and the new image creates (or reports) its own segment.
   if (g_segment.seg() != nullptr) g_segment.exec_failed();
 }
-void runtime_exit() { g_segment.finish(); }
+void runtime_exit() {
+  Scope scope;
+  mappings_at_exit();
+  g_segment.finish();
+}
 
 }  // namespace upcache::shim

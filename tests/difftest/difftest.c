@@ -48,6 +48,13 @@
 //       pipe is read back at once and hashed; random sequences use it)
 //   fork CALL...                   CALL runs in a forked child (which prints
 //                                  its own result), the parent waits
+//   mmap H LEN OFF PROT [FLAGS]    maps the file (FLAGS: MAP_SHARED by default,
+//                                  or MAP_PRIVATE); makes handle mN (mN even
+//                                  when it failed); prints 0 or -1, not the address
+//   mstore M OFF LEN               stores a pattern through mapping M at OFF
+//   mload M OFF LEN                hash of LEN bytes of mapping M at OFF
+//   munmap M [OFF LEN]             the whole mapping, or a part of it
+//   mremap M NEWLEN                MREMAP_MAYMOVE | mprotect M PROT | msync M
 //   spawn H LEN                    posix_spawn this program with H as its
 //                                  stdin; it reads LEN bytes and prints them
 //   system H LEN                   the same through system() and a shell
@@ -80,6 +87,10 @@ extern char** environ;
 #define BIG (1ull << 62)
 
 static unsigned char* g_buf;   // read/write buffer, page aligned
+#define MAX_MAPS 64
+static unsigned char* g_maps[MAX_MAPS];  // mmap handles (MAP_FAILED: failed)
+static size_t g_map_len[MAX_MAPS];
+static int g_nmaps;
 static int g_handles[MAX_HANDLES];
 static int g_nhandles;
 static long g_line;
@@ -157,6 +168,13 @@ static int fd_of(const char* t) {
   return (int)num(t);
 }
 
+static int map_of(const char* t) {
+  if (!t || t[0] != 'm') fail_parse("mapping", t);
+  long n = strtol(t + 1, NULL, 10);
+  if (n < 0 || n >= g_nmaps || g_maps[n] == MAP_FAILED) fail_parse("mapping (never made)", t);
+  return (int)n;
+}
+
 static void add_handle(int fd) {
   if (fd >= 0 && g_nhandles < MAX_HANDLES) g_handles[g_nhandles++] = fd;
 }
@@ -181,7 +199,8 @@ static const struct name_val k_names[] = {
   {"POSIX_FADV_SEQUENTIAL", POSIX_FADV_SEQUENTIAL}, {"POSIX_FADV_WILLNEED", POSIX_FADV_WILLNEED},
   {"POSIX_FADV_DONTNEED", POSIX_FADV_DONTNEED}, {"POSIX_FADV_NOREUSE", POSIX_FADV_NOREUSE},
   {"SPLICE_F_MOVE", SPLICE_F_MOVE}, {"SPLICE_F_NONBLOCK", SPLICE_F_NONBLOCK},
-  {"SPLICE_F_MORE", SPLICE_F_MORE}, {"0", 0},
+  {"SPLICE_F_MORE", SPLICE_F_MORE}, {"PROT_READ", PROT_READ}, {"PROT_WRITE", PROT_WRITE},
+  {"PROT_NONE", PROT_NONE}, {"MAP_SHARED", MAP_SHARED}, {"MAP_PRIVATE", MAP_PRIVATE}, {"0", 0},
 };
 
 static long long flags_of(const char* t) {
@@ -532,6 +551,52 @@ static void run_tokens(char** tok, int ntok) {
     char extra[64];
     snprintf(extra, sizeof extra, "status=%d", status);
     result(pid > 0 ? 0 : -1, errno, 0, extra, -1, -1);
+  } else if (strcmp(c, "mmap") == 0) {
+    int fd = fd_of(ARG(1));
+    size_t len = (size_t)num(ARG(2));
+    int flags = ARG(5) ? (int)flags_of(ARG(5)) : MAP_SHARED;
+    void* p = mmap(NULL, len, (int)flags_of(ARG(4)), flags, fd, (off_t)num(ARG(3)));
+    e = errno;
+    if (g_nmaps < MAX_MAPS) {
+      g_maps[g_nmaps] = p;
+      g_map_len[g_nmaps++] = len;
+    }
+    result(p == MAP_FAILED ? -1 : 0, e, 0, "", fd, -1);
+  } else if (strcmp(c, "mstore") == 0 || strcmp(c, "mload") == 0) {
+    int m = map_of(ARG(1));
+    size_t off = (size_t)num(ARG(2)), n = clamp_len(num(ARG(3)));
+    if (off > g_map_len[m] || n > g_map_len[m] - off) fail_parse("range of the mapping", ARG(3));
+    uint64_t h = 0;
+    if (c[1] == 's') {
+      pattern(n);
+      memcpy(g_maps[m] + off, g_buf, n);
+    } else {
+      h = fnv(FNV0, g_maps[m] + off, n);
+    }
+    result((long long)n, 0, h, "", -1, -1);
+  } else if (strcmp(c, "munmap") == 0) {
+    int m = map_of(ARG(1));
+    size_t off = ARG(2) ? (size_t)num(ARG(2)) : 0;
+    size_t n = ARG(3) ? (size_t)num(ARG(3)) : g_map_len[m];
+    r = munmap(g_maps[m] + off, n);
+    e = errno;
+    if (r == 0 && !ARG(2)) g_maps[m] = MAP_FAILED;
+    result(r, e, 0, "", -1, -1);
+  } else if (strcmp(c, "mremap") == 0) {
+    int m = map_of(ARG(1));
+    size_t n = (size_t)num(ARG(2));
+    void* p = mremap(g_maps[m], g_map_len[m], n, MREMAP_MAYMOVE);
+    e = errno;
+    if (p != MAP_FAILED) g_maps[m] = p, g_map_len[m] = n;
+    result(p == MAP_FAILED ? -1 : 0, e, 0, "", -1, -1);
+  } else if (strcmp(c, "mprotect") == 0) {
+    int m = map_of(ARG(1));
+    r = mprotect(g_maps[m], g_map_len[m], (int)flags_of(ARG(2)));
+    result(r, errno, 0, "", -1, -1);
+  } else if (strcmp(c, "msync") == 0) {
+    int m = map_of(ARG(1));
+    r = msync(g_maps[m], g_map_len[m], MS_SYNC);
+    result(r, errno, 0, "", -1, -1);
   } else if (strcmp(c, "spawn") == 0 || strcmp(c, "system") == 0) {
     do_spawn(fd_of(ARG(1)), num(ARG(2)), c[1] == 'y');
   } else if (strcmp(c, "nop") == 0) {

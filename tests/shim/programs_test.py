@@ -372,6 +372,41 @@ print("\n".join(out))
 """
 
 
+# A file mapped MAP_SHARED and writable (python's mmap module): stores
+# through the mapping must be seen at once by os.pread, os.read and a file
+# object, in this process and after a forked child stored through it too.
+PY_MMAP = r"""
+import hashlib, mmap, os, shutil, sys
+src, work = sys.argv[1], sys.argv[2]
+path = os.path.join(work, "mapped.bin")
+shutil.copyfile(src, path)
+size = os.path.getsize(path)
+H = lambda b: hashlib.sha256(b).hexdigest()[:16]
+out = []
+fd = os.open(path, os.O_RDWR)
+out.append("before %s" % H(os.read(fd, size)))
+out.append("pread %s" % H(os.pread(fd, 8192, 4096)))
+m = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+for off in (0, 4100, size // 2, size - 7):
+    m[off:off + 7] = b"MAPPED!"
+    out.append("pread at %d: %r" % (off, os.pread(fd, 7, off)))
+os.lseek(fd, 0, os.SEEK_SET)
+out.append("read all %s" % H(os.read(fd, size)))
+with open(path, "rb") as f:
+    out.append("file object %s" % H(f.read()))
+pid = os.fork()
+if pid == 0:
+    m[100:110] = b"CHILD-WROTE"[:10]
+    os._exit(0)
+os.waitpid(pid, 0)
+out.append("after child %r" % os.pread(fd, 10, 100))
+m.close()
+out.append("after close %r %s" % (os.pread(fd, 10, 100), H(os.pread(fd, size, 0))))
+os.close(fd)
+print("\n".join(out))
+"""
+
+
 def case_python_io(r, d):
     f = make_file(os.path.join(d, "pyio.bin"), 3 * 1024 * 1024 + 5555, 31)
     r.compare("python io (buffered objects, preadv, splice, sendfile, copyfile, copy_file_range)",
@@ -380,6 +415,7 @@ def case_python_io(r, d):
     r.compare("python io (70001-byte file)", python_cmd(PY_IO, small, r.workdir))
     lines = make_text(os.path.join(d, "text-300k.txt"), 300000, 21)
     r.compare("python io (text file)", python_cmd(PY_IO, lines, r.workdir))
+    r.compare("python mmap MAP_SHARED writable: stores seen by pread/read", python_cmd(PY_MMAP, f, r.workdir))
 
 
 # ---------------------------------------------------------------- sqlite3

@@ -505,7 +505,7 @@ creat creat64 close close_range closefrom dup dup2 dup3 fcntl fcntl64 fclose fre
 write __write pwrite pwrite64 writev pwritev pwritev64 pwritev2 pwritev64v2 ftruncate ftruncate64
 truncate truncate64 fallocate fallocate64 posix_fadvise posix_fadvise64 readahead
 sendfile sendfile64 copy_file_range splice fork vfork execve execv execvp execvpe execl execlp execle fexecve execveat
-posix_spawn posix_spawnp system popen _exit _Exit sendmsg sendmmsg
+posix_spawn posix_spawnp system popen _exit _Exit sendmsg sendmmsg mmap mmap64 munmap mremap mprotect
 sigaction __sigaction signal bsd_signal ssignal sysv_signal __sysv_signal sigset
 """.split())
 
