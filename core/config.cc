@@ -136,6 +136,9 @@ Config Config::from_env(void (*warn)(const char*), bool secure) {
                                              AsyncEngine::kThreads};
   r.word("UPCACHE_ASYNC", async_words, async_values, 3, &c.async_engine, "auto, uring or threads");
   r.number("UPCACHE_IO_THREADS", 1, 64, &c.io_threads);
+  static const char* const splice_words[] = {"cache", "kernel"};
+  static const bool splice_values[] = {true, false};
+  r.word("UPCACHE_SPLICE", splice_words, splice_values, 2, &c.splice_from_cache, "cache or kernel");
   r.flag("UPCACHE_STATS", &c.stats);
   r.flag("UPCACHE_STATS_KEEP", &c.stats_keep);
   r.number("UPCACHE_CALLERS", 0, 1u << 30, &c.callers);

@@ -36,6 +36,9 @@ struct Config {
   DirectMode direct = DirectMode::kAuto;      // UPCACHE_DIRECT=auto|on|off
   AsyncEngine async_engine = AsyncEngine::kAuto;  // UPCACHE_ASYNC=auto|uring|threads
   unsigned io_threads = 4;                    // UPCACHE_IO_THREADS (thread engine)
+  // UPCACHE_SPLICE=cache|kernel: splice(2) from a cached file into a pipe is
+  // served from the cache (cache), or passed to the kernel (kernel).
+  bool splice_from_cache = true;
   bool disabled = false;                      // UPCACHE_DISABLE=1: pass everything through
   bool stats = true;                          // UPCACHE_STATS=0 turns the segment off
   bool stats_keep = false;                    // UPCACHE_STATS_KEEP=1

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <fcntl.h>
+#include <sys/uio.h>
 
 #include <cerrno>
 #include <cstddef>
@@ -67,5 +68,12 @@ class PosLockGuard {
 inline bool reads_pass_through(const Description* d) {
   return (d->status_flags.load(std::memory_order_relaxed) & O_DIRECT) != 0;
 }
+
+// Serves [pos, pos + len(iov)) of cached description `d` (descriptor `fd`)
+// from the cache as pread would (interpose_read.cc): the kernel's status
+// flags of a shared description are checked, a read the cache does not take
+// goes to the kernel at the same position. Returns bytes or -errno. The
+// caller holds a Scope and a reference on `d`; iov has been checked.
+int64_t serve_read(int fd, Description* d, uint64_t pos, const struct iovec* iov, int cnt, unsigned flags);
 
 }  // namespace upcache::shim

@@ -2,6 +2,9 @@
 // copy_file_range, splice), change a file's allocation (fallocate), or give
 // advice about future reads (posix_fadvise, readahead).
 //
+// splice from a cached file into a pipe is served from the cache
+// (shim/splice_from_cache.h) unless UPCACHE_SPLICE=kernel or the kernel must
+// answer. The rest:
 // sendfile, copy_file_range, splice: passed through to the kernel, exactly
 // (its return value and errno are the program's), with the offsets right:
 // the kernel's offset of every cached description involved is synced first
@@ -32,6 +35,7 @@
 #include "shim/interpose.h"
 #include "shim/kernel_offset.h"
 #include "shim/real_calls.h"
+#include "shim/splice_from_cache.h"
 
 namespace upcache::shim {
 namespace {
@@ -126,6 +130,8 @@ ssize_t do_copy_file_range(int in, loff_t* off_in, int out, loff_t* off_out, siz
 }
 
 ssize_t do_splice(int in, loff_t* off_in, int out, loff_t* off_out, size_t len, unsigned flags) {
+  ssize_t served;
+  if (active() && splice_from_cache(in, off_in, out, off_out, len, flags, &served)) return served;
   return offsets_passthrough(in, out, off_out, [&] {
     return real::splice(in, off_in, out, off_out, len, flags);
   });

@@ -29,11 +29,12 @@
 #include "shim/kernel_offset.h"
 #include "shim/log.h"
 #include "shim/real_calls.h"
+#include "shim/splice_from_cache.h"
 
 namespace upcache::shim {
 
 // The shim's own descriptors: the cache's (core) and the UPCACHE_LOG file.
-inline bool owns_fd_any(int fd) { return g_cache->owns_fd(fd) || log::owns_fd(fd); }
+inline bool owns_fd_any(int fd) { return g_cache->owns_fd(fd) || log::owns_fd(fd) || splice_owns_fd(fd); }
 
 namespace {
 

@@ -384,6 +384,11 @@ off_t do_lseek(int fd, off_t off, int whence) {
 }
 
 }  // namespace
+
+int64_t serve_read(int fd, Description* d, uint64_t pos, const iovec* iov, int cnt, unsigned flags) {
+  return serve(fd, d, pos, iov, cnt, flags);
+}
+
 }  // namespace upcache::shim
 
 using namespace upcache::shim;

@@ -8,6 +8,7 @@
 #include "shim/description.h"
 #include "shim/fd_table.h"
 #include "shim/mappings.h"
+#include "shim/splice_from_cache.h"
 #include "shim/runtime.h"
 
 namespace upcache::shim {
@@ -69,6 +70,7 @@ void child() {
   });
   runtime_after_fork_child();
   mappings_fork_child();  // the child inherited the parent's shared mappings
+  splice_after_fork_child();
   errno = saved;
 }
 

@@ -26,7 +26,7 @@
 //   openat PATH FLAGS | creat PATH
 //   close H | dup H | dup2 H NEWFD | dup3 H NEWFD FLAGS
 //   fcntl_dupfd H MIN | fcntl_dupfd_cloexec H MIN
-//   getfl H | setfl H FLAGS
+//   getfl H | setfl H FLAGS | pipesz H SIZE (F_SETPIPE_SZ; prints F_GETPIPE_SZ)
 //   pipe                           two handles (read end, write end), O_NONBLOCK
 //                                  (kept by setfl: nothing in a run may block)
 //   read H LEN [badbuf|kbuf|nullbuf] | pread H LEN OFF [badbuf|kbuf|nullbuf]
@@ -394,6 +394,13 @@ static void run_tokens(char** tok, int ntok) {
     r = fcntl(fd, F_SETFL, fl);
     e = errno;
     result(r, e, 0, "", fd, -1);
+  } else if (strcmp(c, "pipesz") == 0) {
+    int fd = fd_of(ARG(1));
+    r = fcntl(fd, F_SETPIPE_SZ, (int)num(ARG(2)));
+    e = errno;
+    char extra[64];
+    snprintf(extra, sizeof extra, "size=%d", fcntl(fd, F_GETPIPE_SZ));
+    result(r, e, 0, extra, -1, -1);
   } else if (strcmp(c, "pipe") == 0) {
     int p[2] = {-1, -1};
     r = pipe2(p, O_NONBLOCK);

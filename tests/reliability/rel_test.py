@@ -512,7 +512,7 @@ BAD_ENV = [("UPCACHE_SIZE", "banana"), ("UPCACHE_PAGE_SIZE", "3000"), ("UPCACHE_
            ("UPCACHE_DIRECT", "maybe"), ("UPCACHE_ASYNC", "x"), ("UPCACHE_IO_THREADS", "0"),
            ("UPCACHE_STATS", "2"), ("UPCACHE_CALLERS", "abc"), ("UPCACHE_LOG_LEVEL", "9"),
            ("UPCACHE_SIZE", "1Q"), ("UPCACHE_PAGE_SIZE", "8M"), ("UPCACHE_STATS_KEEP", "perhaps"),
-           ("UPCACHE_DISABLE", "sometimes"), ("UPCACHE_IO_THREADS", "99999999999999999999")]
+           ("UPCACHE_DISABLE", "sometimes"), ("UPCACHE_SPLICE", "sometimes"), ("UPCACHE_IO_THREADS", "99999999999999999999")]
 
 
 def case_bad_env(E):

@@ -16,6 +16,7 @@ name and renamed, so that tests running at the same time share them safely.
 """
 
 import json
+import re
 import os
 import random
 import shutil
@@ -407,6 +408,53 @@ print("\n".join(out))
 """
 
 
+# The whole file through a pipe with os.splice (file -> pipe, 64 KiB at a
+# time); the pipe is drained with os.read. Prints the hash and the offset.
+PY_SPLICE_ALL = r"""
+import hashlib, os, sys
+fd = os.open(sys.argv[1], os.O_RDONLY)
+r, w = os.pipe()
+h = hashlib.sha256()
+while True:
+    n = os.splice(fd, w, 65536)
+    if n == 0:
+        break
+    got = 0
+    while got < n:
+        b = os.read(r, n - got)
+        h.update(b)
+        got += len(b)
+print(h.hexdigest(), os.lseek(fd, 0, os.SEEK_CUR))
+"""
+
+
+def splice_served_check(r, name, argv):
+    """With the default configuration, splice from a cached file is served
+    from the cache: the preloaded run moves the bytes with tee(2) from the
+    shim's own pipe (shim/splice_from_cache.h), the plain run never calls tee."""
+    if r.config != "default" or shutil.which("strace") is None:
+        return
+    counts = []
+    for preload in (False, True):
+        with tempfile.NamedTemporaryFile(dir=r.workdir, suffix=".strace") as log:
+            cmd = ["strace", "-f", "-c", "-o", log.name, "-e", "trace=tee"]
+            if preload:
+                for k, v in r.preload_vars().items():
+                    cmd += ["-E", "%s=%s" % (k, v)]
+            p = subprocess.run(cmd + argv, env=r.env(False), stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, timeout=600)
+            text = open(log.name).read()
+        m = re.search(r"^\s*[\d.]+\s+[\d.]+\s+\d*\s+(\d+)\s+(?:\d+\s+)?total\s*$", text, re.M)
+        counts.append(int(m.group(1)) if m else 0)
+        if p.returncode != 0:
+            fail("%s: strace run failed (%d): %s" % (name, p.returncode, p.stderr[-300:]))
+            return
+    if counts[0] != 0 or counts[1] == 0:
+        fail("%s: tee calls plain %d, preload %d: splice was not served from the cache" % (name, *counts))
+    else:
+        print("ok   %s: served from the cache (%d tee calls)" % (name, counts[1]), flush=True)
+
+
 def case_python_io(r, d):
     f = make_file(os.path.join(d, "pyio.bin"), 3 * 1024 * 1024 + 5555, 31)
     r.compare("python io (buffered objects, preadv, splice, sendfile, copyfile, copy_file_range)",
@@ -416,6 +464,8 @@ def case_python_io(r, d):
     lines = make_text(os.path.join(d, "text-300k.txt"), 300000, 21)
     r.compare("python io (text file)", python_cmd(PY_IO, lines, r.workdir))
     r.compare("python mmap MAP_SHARED writable: stores seen by pread/read", python_cmd(PY_MMAP, f, r.workdir))
+    r.compare("python os.splice of the whole file into a pipe", python_cmd(PY_SPLICE_ALL, f))
+    splice_served_check(r, "python os.splice", python_cmd(PY_SPLICE_ALL, f))
 
 
 # ---------------------------------------------------------------- sqlite3
