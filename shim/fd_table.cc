@@ -101,6 +101,20 @@ void FdTable::set(int fd, uintptr_t value) {
   if (is_description(old)) as_description(old)->unref();
 }
 
+bool FdTable::set_if_none(int fd, uintptr_t value) {
+  Chunk* c = chunk_for(fd);
+  if (c == nullptr) return false;
+  uintptr_t expected = kNone;
+  return c->slots[fd & (kChunkSlots - 1)].compare_exchange_strong(expected, value, std::memory_order_acq_rel);
+}
+
+bool FdTable::clear_if(int fd, uintptr_t value) {
+  Chunk* c = chunk_for(fd);
+  if (c == nullptr) return false;
+  uintptr_t expected = value;
+  return c->slots[fd & (kChunkSlots - 1)].compare_exchange_strong(expected, kNone, std::memory_order_acq_rel);
+}
+
 uintptr_t FdTable::take(int fd) {
   const Top* top = top_.load(std::memory_order_acquire);
   if (top == nullptr || fd < 0 || static_cast<size_t>(fd) >= top->capacity) return kNone;

@@ -9,8 +9,8 @@
 // A slot holds one of:
 //   kNone         the shim knows nothing of this descriptor (never opened
 //                 through a wrapper: pipes, sockets, descriptors inherited at
-//                 start-up or opened before the constructor): pass through,
-//                 not counted;
+//                 start-up or opened before the constructor) until its first
+//                 call adopts it (shim/adopt.h);
 //   kPassthrough  opened through a wrapper but not cached (attach said no):
 //                 pass through, counted in kPassthroughCalls;
 //   Description*  cached; the slot owns one reference.
@@ -67,6 +67,14 @@ class FdTable {
   // description value carries) and releases what the slot held.
   // Out of range or out of memory: the reference is dropped, nothing stored.
   void set(int fd, uintptr_t value);
+
+  // Puts `value` in the slot only if it is kNone (the table takes over the
+  // reference a description value carries). False: the slot held something
+  // (or no memory); `value` is untouched then.
+  bool set_if_none(int fd, uintptr_t value);
+  // Empties the slot if it still holds `value`; true if it did (the caller
+  // gets the slot's reference).
+  bool clear_if(int fd, uintptr_t value);
 
   // Empties the slot and hands its old value (and reference) to the caller.
   uintptr_t take(int fd);

@@ -8,6 +8,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "shim/adopt.h"
 #include "shim/description.h"
 #include "shim/fd_table.h"
 #include "shim/runtime.h"
@@ -33,7 +34,11 @@ inline T fail(long negerr) {
 // A description reference held for the length of one call.
 class DescRef {
  public:
-  explicit DescRef(int fd) : d_(g_fds.acquire(fd, &seen_)) {}
+  // A descriptor the shim never saw made (slot kNone) is adopted at its
+  // first call at top level (shim/adopt.h).
+  explicit DescRef(int fd) : d_(g_fds.acquire(fd, &seen_)) {
+    if (__builtin_expect(seen_ == FdTable::kNone, 0) && t_depth == 1) d_ = adopt_unseen(fd, &seen_);
+  }
   ~DescRef() {
     if (d_ != nullptr) d_->unref();
   }

@@ -9,7 +9,7 @@
 //
 // Descriptors opened before the constructor ran, inherited at start-up, or
 // made by calls the shim does not wrap (pipe, socket, stdio's own fopen...)
-// have no slot: they pass straight through.
+// have no slot until their first wrapped call adopts them (shim/adopt.h).
 //
 // The cache's own descriptors are invisible: close, dup*, fcntl on them fail
 // with EBADF as on a descriptor the program never had, and close_range

@@ -60,7 +60,8 @@ int64_t serve(int fd, Description* d, uint64_t pos, const iovec* iov, int cnt, u
   // cannot change behind our back.
   if (d->shared.load(std::memory_order_acquire)) {
     int fl = static_cast<int>(sys::fcntl(fd, F_GETFL));
-    if (fl >= 0 && (fl & O_DIRECT)) {
+    if (fl < 0) return fl;  // closed meanwhile (EBADF): the kernel's answer
+    if (fl & O_DIRECT) {
       count_passthrough();
       int saved = errno;
       int64_t r = from_libc(real::preadv64(fd, iov, cnt, static_cast<off_t>(pos)));

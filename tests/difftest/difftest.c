@@ -300,12 +300,26 @@ static void do_spawn(int fd, long long len, int use_system) {
   result(0, 0, 0, extra, fd, -1);
 }
 
-// The child of spawn/system: reads LEN bytes of stdin with read() and prints them.
+// The child of spawn/system: reads LEN bytes of its inherited stdin with
+// read() and prints them, then (a descriptor inherited at start-up, shared
+// with the parent) preads, seeks back and reads again.
 static int read_stdin_main(long long len) {
   size_t n = clamp_len(len);
   ssize_t r = read(0, g_buf, n);
   int e = errno;
   printf("  child: ");
+  result(r, e, r > 0 ? fnv(FNV0, g_buf, (size_t)r) : 0, "", 0, -1);
+  r = pread(0, g_buf, 100, 5);
+  e = errno;
+  printf("  child pread: ");
+  result(r, e, r > 0 ? fnv(FNV0, g_buf, (size_t)r) : 0, "", 0, -1);
+  off_t o = lseek(0, -7, SEEK_CUR);
+  e = errno;
+  printf("  child lseek: ");
+  result(o, e, 0, "", 0, -1);
+  r = read(0, g_buf, 20);
+  e = errno;
+  printf("  child read: ");
   result(r, e, r > 0 ? fnv(FNV0, g_buf, (size_t)r) : 0, "", 0, -1);
   fflush(stdout);
   return 0;

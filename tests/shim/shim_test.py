@@ -138,14 +138,15 @@ def python_cmd(code, *args):
 
 # ---------------------------------------------------------------- cases
 
-def served_check(r, name, argv):
+def served_check(r, name, argv, stdin_path=None):
     """With the default cache, the preloaded run must make fewer read-family
-    system calls than the plain one: the cache served the reads."""
+    system calls than the plain one: the cache served the reads (the file is
+    argv's last argument, or stdin_path when the program reads its stdin)."""
     if r.config != "default" or shutil.which("strace") is None:
         return
-    drop_from_page_cache(argv[-1])
-    _, plain = strace_calls(r, argv, False)
-    _, pre = strace_calls(r, argv, True)
+    drop_from_page_cache(stdin_path or argv[-1])
+    _, plain = strace_calls(r, argv, False, stdin_path)
+    _, pre = strace_calls(r, argv, True, stdin_path)
     if plain is None or pre is None:
         return
     if pre >= plain:
@@ -162,6 +163,8 @@ def case_cat(r, d):
     served_check(r, "cat", ["cat", f])
     r.compare("cat twice", ["cat", f, f])
     r.compare("cat stdin redirected", ["cat"], stdin_path=f)
+    # A descriptor inherited at start-up (cat < file) is adopted and served.
+    served_check(r, "cat stdin redirected", ["cat"], stdin_path=f)
 
 
 def case_dd(r, d):
@@ -445,15 +448,20 @@ for rnd in range(2):
 STRACE_SET = "read,pread64,readv,preadv,preadv2"
 
 
-def strace_calls(r, argv, preload):
+def strace_calls(r, argv, preload, stdin_path=None):
     """Runs argv under strace -f -c; returns (stdout, total read-family calls)."""
     with tempfile.NamedTemporaryFile(dir=r.workdir, suffix=".strace") as log:
         cmd = ["strace", "-f", "-c", "-o", log.name, "-e", "trace=" + STRACE_SET]
         if preload:
             for k, v in r.preload_vars().items():
                 cmd += ["-E", "%s=%s" % (k, v)]
-        p = subprocess.run(cmd + argv, env=r.env(False), stdout=subprocess.PIPE,
-                           stderr=subprocess.PIPE, timeout=600)
+        stdin = open(stdin_path, "rb") if stdin_path else subprocess.DEVNULL
+        try:
+            p = subprocess.run(cmd + argv, env=r.env(False), stdin=stdin, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, timeout=600)
+        finally:
+            if stdin_path:
+                stdin.close()
         text = open(log.name).read()
     m = re.search(r"^\s*[\d.]+\s+[\d.]+\s+\d*\s+(\d+)\s+(?:\d+\s+)?total\s*$", text, re.M)
     if p.returncode != 0 or m is None:
