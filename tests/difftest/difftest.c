@@ -55,6 +55,12 @@
 //   mload M OFF LEN                hash of LEN bytes of mapping M at OFF
 //   munmap M [OFF LEN]             the whole mapping, or a part of it
 //   mremap M NEWLEN                MREMAP_MAYMOVE | mprotect M PROT | msync M
+//   passfd H LEN [mmsg]            sends H over a Unix socket (SCM_RIGHTS, with
+//                                  sendmsg or sendmmsg) to a receiver process
+//                                  forked when the script started (so it
+//                                  inherited no file): it reads LEN bytes from
+//                                  the descriptor it got and prints them, the
+//                                  parent waits and prints H's state
 //   spawn H LEN                    posix_spawn this program with H as its
 //                                  stdin; it reads LEN bytes and prints them
 //   system H LEN                   the same through system() and a shell
@@ -72,6 +78,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/sendfile.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/uio.h>
@@ -356,6 +363,97 @@ static void drain_pipe(int out, long long moved, char* extra, size_t cap) {
            (unsigned long long)h);
 }
 
+// The receiver of passfd: a process forked before the script opened anything.
+static int g_recv_sock = -1;
+static pid_t g_recv_pid = -1;
+
+static void receiver_main(int sock) {
+  for (;;) {
+    long long len = 0;
+    struct iovec v = {&len, sizeof len};
+    union {
+      struct cmsghdr h;
+      char buf[CMSG_SPACE(sizeof(int))];
+    } ctl;
+    struct msghdr m = {0};
+    m.msg_iov = &v;
+    m.msg_iovlen = 1;
+    m.msg_control = ctl.buf;
+    m.msg_controllen = sizeof ctl.buf;
+    ssize_t n = recvmsg(sock, &m, 0);
+    if (n <= 0) return;
+    struct cmsghdr* c = CMSG_FIRSTHDR(&m);
+    int fd = -1;
+    if (c && c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) memcpy(&fd, CMSG_DATA(c), sizeof fd);
+    size_t k = clamp_len(len);
+    ssize_t r = read(fd, g_buf, k);
+    int e = errno;
+    printf("  receiver: ");
+    result(r, e, r > 0 ? fnv(FNV0, g_buf, (size_t)r) : 0, "", fd, -1);
+    close(fd);
+    fflush(stdout);
+    char ok = 'k';
+    if (write(sock, &ok, 1) != 1) return;
+  }
+}
+
+static void start_receiver(void) {
+  int sv[2];
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) return;
+  fflush(stdout);
+  pid_t pid = fork();
+  if (pid == 0) {
+    close(sv[0]);
+    receiver_main(sv[1]);
+    fflush(stdout);
+    _exit(0);
+  }
+  close(sv[1]);
+  if (pid < 0) {
+    close(sv[0]);
+    return;
+  }
+  g_recv_sock = sv[0];
+  g_recv_pid = pid;
+}
+
+static void stop_receiver(void) {
+  if (g_recv_sock < 0) return;
+  close(g_recv_sock);
+  waitpid(g_recv_pid, NULL, 0);
+}
+
+static void do_passfd(int fd, long long len, int use_mmsg) {
+  fflush(stdout);
+  struct iovec v = {&len, sizeof len};
+  union {
+    struct cmsghdr h;
+    char buf[CMSG_SPACE(sizeof(int))];
+  } ctl;
+  memset(&ctl, 0, sizeof ctl);
+  struct msghdr m = {0};
+  m.msg_iov = &v;
+  m.msg_iovlen = 1;
+  m.msg_control = ctl.buf;
+  m.msg_controllen = sizeof ctl.buf;
+  struct cmsghdr* c = CMSG_FIRSTHDR(&m);
+  c->cmsg_level = SOL_SOCKET;
+  c->cmsg_type = SCM_RIGHTS;
+  c->cmsg_len = CMSG_LEN(sizeof(int));
+  memcpy(CMSG_DATA(c), &fd, sizeof fd);
+  long long r;
+  if (use_mmsg) {
+    struct mmsghdr mm = {m, 0};
+    r = sendmmsg(g_recv_sock, &mm, 1, 0);
+  } else {
+    r = sendmsg(g_recv_sock, &m, 0);
+  }
+  int e = errno;
+  char ok;
+  if (r >= 0 && read(g_recv_sock, &ok, 1) != 1) r = -1, e = EPIPE;
+  result(r, e, 0, "", fd, -1);
+}
+
 static void run_tokens(char** tok, int ntok) {
   const char* c = tok[0];
   long long r = 0;
@@ -618,6 +716,8 @@ static void run_tokens(char** tok, int ntok) {
     int m = map_of(ARG(1));
     r = msync(g_maps[m], g_map_len[m], MS_SYNC);
     result(r, errno, 0, "", -1, -1);
+  } else if (strcmp(c, "passfd") == 0) {
+    do_passfd(fd_of(ARG(1)), num(ARG(2)), ARG(3) && strcmp(ARG(3), "mmsg") == 0);
   } else if (strcmp(c, "spawn") == 0 || strcmp(c, "system") == 0) {
     do_spawn(fd_of(ARG(1)), num(ARG(2)), c[1] == 'y');
   } else if (strcmp(c, "nop") == 0) {
@@ -873,13 +973,14 @@ int main(int argc, char** argv) {
   signal(SIGPIPE, SIG_IGN);  // a write to a pipe without readers: EPIPE
   const char* dir = NULL;
   FILE* in = NULL;
-  int only_gen = 0;
+  int only_gen = 0, random_script = 0;
   for (int i = 1; i < argc; ++i) {
     if (strcmp(argv[i], "--read-stdin") == 0 && i + 1 < argc) return read_stdin_main(num(argv[i + 1]));
     if (strcmp(argv[i], "--dir") == 0 && i + 1 < argc) {
       dir = argv[++i];
     } else if ((strcmp(argv[i], "--random") == 0 || strcmp(argv[i], "--gen") == 0) && i + 2 < argc) {
       only_gen = argv[i][2] == 'g';
+      random_script = 1;
       in = gen_script(strtoull(argv[i + 1], NULL, 0), strtol(argv[i + 2], NULL, 0));
       i += 2;
     } else if (strcmp(argv[i], "-") == 0) {
@@ -909,9 +1010,14 @@ int main(int argc, char** argv) {
     return 2;
   }
   setup_dir(dir);
+  // Scripts (not the random generator's, whose sequences stay as they were)
+  // get a passfd receiver, forked before anything is open.
+  if (!random_script) start_receiver();
   while (fgets(line, sizeof line, in)) {
     ++g_line;
     run_line(line);
   }
+  fflush(stdout);
+  stop_receiver();
   return 0;
 }
