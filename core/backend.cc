@@ -135,6 +135,7 @@ class BackendImpl final : public Backend, private IoHost {
     long ps = sysconf(_SC_PAGESIZE);
     sys_page_ = ps > 0 ? static_cast<uint64_t>(ps) : 4096;
     pthread_mutex_init(&files_mu_, nullptr);
+    init_fd_lock();
   }
 
   ~BackendImpl() override {
@@ -281,21 +282,58 @@ class BackendImpl final : public Backend, private IoHost {
     if (f->prev) f->prev->next = f->next;
     else files_ = f->next;
     if (f->next) f->next->prev = f->prev;
+    int fd = f->fd;  // relocate_fd changes it under files_mu_
     pthread_mutex_unlock(&files_mu_);
-    fds_.release(f->fd);
+    fds_.release(fd);
     backend_delete(f);
   }
 
   int stat(BackendFile* f, struct stat* st) override {
     if (!f) return -EBADF;
-    return sys::fstat(f->fd, st);
+    fds_enter();
+    int rc = sys::fstat(f->fd, st);
+    fds_exit();
+    return rc;
   }
 
   int64_t file_size(BackendFile* f) override {
     if (!f) return -EBADF;
     struct stat st;
+    fds_enter();
     int rc = sys::fstat(f->fd, &st);
+    fds_exit();
     return rc < 0 ? rc : static_cast<int64_t>(st.st_size);
+  }
+
+  int relocate_fd(int fd) override {
+    if (!fds_.owns(fd)) return -EBADF;
+    // Every use of a file's descriptor number holds fd_lock_ for reading:
+    // with it held for writing, nobody is between loading the number and
+    // the system call that resolves it.
+    pthread_rwlock_wrlock(&fd_lock_);
+    pthread_mutex_lock(&files_mu_);
+    int rc = -EBUSY;  // one of the engine's (ring, eventfd), or a file being closed
+    for (BackendFile* f = files_; f; f = f->next) {
+      if (f->fd != fd) continue;
+      int moved = fds_.duplicate(fd);
+      if (moved >= 0) {
+        f->fd = moved;
+        fds_.forget(fd);  // still open: the program's dup2 replaces it
+        rc = 0;
+      } else {
+        rc = moved;
+      }
+      break;
+    }
+    pthread_mutex_unlock(&files_mu_);
+    pthread_rwlock_unlock(&fd_lock_);
+    if (rc == -EBUSY) {
+      // Not a file's: the engine's own (ring, eventfd)?
+      IoEngine* e = engine_.load(std::memory_order_acquire);
+      int er = e != nullptr ? e->relocate_fd(fd) : -ENOENT;
+      if (er != -ENOENT) rc = er;
+    }
+    return rc;
   }
 
   bool is_direct(const BackendFile* f) const override { return f && f->direct(); }
@@ -363,6 +401,7 @@ class BackendImpl final : public Backend, private IoHost {
     free_mask_.store(~0ull, std::memory_order_relaxed);
     outstanding_.store(0, std::memory_order_relaxed);
     pthread_mutex_init(&files_mu_, nullptr);
+    init_fd_lock();
     for (BackendFile* f = files_; f; f = f->next) {
       f->inflight.store(0, std::memory_order_relaxed);
       if (f->mode.load(std::memory_order_relaxed) == BackendFile::kSwitching) {
@@ -447,6 +486,7 @@ class BackendImpl final : public Backend, private IoHost {
   }
 
   void execute(IoRequest* r) override {
+    fds_enter();
     for (;;) {
       int fd = begin(r);
       int64_t res;
@@ -456,8 +496,21 @@ class BackendImpl final : public Backend, private IoHost {
         res = sys::pread(fd, r->head_base(), r->head_len(), static_cast<int64_t>(r->pos));
       else
         res = sys::preadv(fd, r->iov + r->first, r->n - r->first, static_cast<int64_t>(r->pos));
-      if (step(r, res)) return;
+      if (step(r, res)) break;
     }
+    fds_exit();
+  }
+
+  void fds_enter() override { pthread_rwlock_rdlock(&fd_lock_); }
+  void fds_exit() override { pthread_rwlock_unlock(&fd_lock_); }
+
+  void init_fd_lock() {
+    pthread_rwlockattr_t a;
+    pthread_rwlockattr_init(&a);
+    // A relocation must not wait behind an endless stream of readers.
+    pthread_rwlockattr_setkind_np(&a, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+    pthread_rwlock_init(&fd_lock_, &a);
+    pthread_rwlockattr_destroy(&a);
   }
 
   bool step(IoRequest* r, int64_t res) override {
@@ -556,6 +609,7 @@ class BackendImpl final : public Backend, private IoHost {
   std::atomic<IoEngine*> engine_{nullptr};
   std::atomic<bool> engine_started_{false};  // set under files_mu_
   pthread_mutex_t files_mu_;
+  pthread_rwlock_t fd_lock_;  // readers: uses of files' descriptor numbers; writer: relocate_fd
   BackendFile* files_ = nullptr;
   alignas(64) std::atomic<uint64_t> free_mask_{~0ull};
   alignas(64) std::atomic<uint32_t> outstanding_{0};

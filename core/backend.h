@@ -81,6 +81,12 @@ class Backend {
   virtual bool is_direct(const BackendFile* file) const = 0;
   // Is `fd` one of the backend's own descriptors?
   virtual bool owns_fd(int fd) const = 0;
+  // The program wants the number `fd` (dup2 onto it): the file using it
+  // gets a duplicate at another high number, after every read in flight on
+  // it has finished; `fd` stays open but is no longer the backend's (the
+  // caller's dup2 replaces it). 0, -EBUSY for the engine's own descriptors
+  // (io_uring ring, eventfd) and a file being closed, or -errno.
+  virtual int relocate_fd(int fd) = 0;
   // Name of the engine in use: "uring" or "threads".
   virtual const char* engine_name() const = 0;
   // Waits until every queued request has completed.

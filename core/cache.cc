@@ -127,6 +127,7 @@ class CacheImpl final : public Cache {
   void prefetch(FileRef* file, uint64_t offset, uint64_t len) override;
   int advise(FileRef* file, RaState& ra, uint64_t offset, uint64_t len, int advice) override;
   bool owns_fd(int fd) const override { return backend_ && backend_->owns_fd(fd); }
+  int relocate_fd(int fd) override { return backend_ ? backend_->relocate_fd(fd) : -EBADF; }
   void after_fork_child() override;
 
  private:

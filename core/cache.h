@@ -112,6 +112,8 @@ class Cache {
 
   // Is `fd` one of the cache's own descriptors (backend)?
   virtual bool owns_fd(int fd) const = 0;
+  // The program names `fd` in dup2/dup3: see Backend::relocate_fd.
+  virtual int relocate_fd(int fd) = 0;
 
   // In a child after fork: rebuild the per-process parts (backend, its
   // descriptors and threads). The arena stays shared with the parent.

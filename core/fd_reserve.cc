@@ -70,6 +70,20 @@ int FdReserve::adopt(int fd) {
   return high;
 }
 
+int FdReserve::duplicate(int fd) {
+  if (!owns(fd)) return -EBADF;
+  uint64_t soft = soft_limit();
+  int base = base_for_limit(soft);
+  int high = static_cast<uint64_t>(base) < soft ? sys::fcntl(fd, F_DUPFD_CLOEXEC, base) : -EMFILE;
+  if (high < 0) return high == -EINVAL ? -EMFILE : high;
+  if (high >= nbits_ || static_cast<uint64_t>(high) >= soft) {
+    sys::close(high);
+    return -EMFILE;
+  }
+  bits_[high / 64].fetch_or(1ull << (high % 64), std::memory_order_acq_rel);
+  return high;
+}
+
 void FdReserve::forget(int fd) {
   if (fd < 0 || fd >= nbits_) return;
   bits_[fd / 64].fetch_and(~(1ull << (fd % 64)), std::memory_order_acq_rel);

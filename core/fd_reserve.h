@@ -47,6 +47,11 @@ class FdReserve {
   // Moves `fd` to a number in the range (close-on-exec) and closes `fd`.
   // Returns the new descriptor, or -errno (then `fd` is closed too).
   int adopt(int fd);
+  // A second descriptor for what `fd` (one of ours) refers to, at another
+  // number in the range (close-on-exec); `fd` stays open and ours. Returns
+  // the new descriptor or -errno. (Moving ours away from a number the
+  // program names in dup2.)
+  int duplicate(int fd);
   // Forgets and closes a descriptor returned by adopt().
   void release(int fd);
   // Forgets without closing (a descriptor closed by someone else).

@@ -76,6 +76,11 @@ class IoHost {
   virtual void execute(IoRequest* r) = 0;
   // Delivers the completion and frees the request. Engine threads only.
   virtual void complete(IoRequest* r) = 0;
+  // Around a stretch that uses files' descriptor numbers (from begin() to
+  // the submission that resolves them, and step()): a descriptor is not
+  // moved meanwhile (Backend::relocate_fd). execute() does it itself.
+  virtual void fds_enter() = 0;
+  virtual void fds_exit() = 0;
 
  protected:
   ~IoHost() = default;
@@ -87,6 +92,13 @@ class IoEngine {
   // Queues a request; false if it cannot (nothing issued).
   virtual bool submit(IoRequest* r) = 0;
   virtual const char* name() const = 0;
+  // Moves the engine's own descriptor `fd` to another number of the
+  // reserve (see Backend::relocate_fd). 0, -ENOENT if not the engine's, or
+  // -errno.
+  virtual int relocate_fd(int fd) {
+    (void)fd;
+    return -ENOENT;
+  }
   // In a child after fork: the threads are gone. Release what the child
   // holds (descriptors, mappings) without touching the parent's state;
   // the object is then leaked, never destroyed (its mutexes and condition

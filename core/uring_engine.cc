@@ -74,6 +74,32 @@ class UringEngine final : public IoEngine {
 
   const char* name() const override { return "uring"; }
 
+  // The ring's descriptor is used by the reaper alone, so the reaper moves
+  // it (between two of its system calls); the eventfd is also written by
+  // wake() from other threads, which count themselves in wakers_. The caller
+  // waits for the reaper's answer.
+  int relocate_fd(int fd) override {
+    if (fd < 0 || (fd != ring_fd_pub_.load(std::memory_order_acquire) &&
+                   fd != efd_pub_.load(std::memory_order_acquire)))
+      return -ENOENT;
+    if (stop_.load(std::memory_order_acquire)) return -EBUSY;
+    int expected = -1;
+    if (!reloc_fd_.compare_exchange_strong(expected, fd, std::memory_order_acq_rel)) return -EBUSY;
+    uint32_t seq = reloc_seq_.load(std::memory_order_acquire);
+    wake();
+    // The reaper answers within a millisecond or so (it polls when the
+    // eventfd cannot wake it); give up after about five seconds.
+    for (int i = 0; i < 5000 && reloc_seq_.load(std::memory_order_acquire) == seq; ++i)
+      sys::nanosleep_ns(1000000);
+    if (reloc_seq_.load(std::memory_order_acquire) == seq) {
+      // No answer: withdraw the request unless the reaper took it meanwhile.
+      expected = fd;
+      if (reloc_fd_.compare_exchange_strong(expected, -1, std::memory_order_acq_rel)) return -EBUSY;
+      while (reloc_seq_.load(std::memory_order_acquire) == seq) sys::nanosleep_ns(1000000);
+    }
+    return reloc_result_.load(std::memory_order_acquire);
+  }
+
   void abandon_after_fork() override {
     // The ring's mappings and descriptors were inherited; they are the
     // parent's ring. Drop the child's references only.
@@ -105,10 +131,12 @@ class UringEngine final : public IoEngine {
     int high = fds_->adopt(ring_.ring_fd);
     ring_.ring_fd = ring_.enter_ring_fd = high;
     if (high < 0) return high;
+    ring_fd_pub_.store(high, std::memory_order_release);
     int efd = sys::eventfd(0, EFD_CLOEXEC);
     if (efd < 0) return efd;
     efd_ = fds_->adopt(efd);
     if (efd_ < 0) return efd_;
+    efd_pub_.store(efd_, std::memory_order_release);
     return 0;
   }
 
@@ -118,13 +146,51 @@ class UringEngine final : public IoEngine {
       io_uring_queue_exit(&ring_);  // unmaps and closes ring_fd
       ring_ok_ = false;
     }
+    efd_pub_.store(-1, std::memory_order_release);
+    ring_fd_pub_.store(-1, std::memory_order_release);
     if (efd_ >= 0) fds_->release(efd_);
     efd_ = -1;
   }
 
   void wake() {
     uint64_t one = 1;
-    if (efd_ >= 0) sys::write(efd_, &one, sizeof one);
+    wakers_.fetch_add(1, std::memory_order_acq_rel);
+    int efd = efd_pub_.load(std::memory_order_acquire);
+    if (efd >= 0) sys::write(efd, &one, sizeof one);
+    wakers_.fetch_sub(1, std::memory_order_acq_rel);
+  }
+
+  // Reaper only: a relocation asked for by relocate_fd().
+  void relocate_pending() {
+    int fd = reloc_fd_.load(std::memory_order_acquire);
+    if (fd < 0) return;
+    int rc = -ENOENT;
+    if (ring_ok_ && fd == ring_.ring_fd) {
+      int moved = fds_->duplicate(fd);
+      if (moved >= 0) {
+        ring_.ring_fd = ring_.enter_ring_fd = moved;
+        ring_fd_pub_.store(moved, std::memory_order_release);
+        fds_->forget(fd);
+        rc = 0;
+      } else {
+        rc = moved;
+      }
+    } else if (fd == efd_) {
+      int moved = fds_->duplicate(fd);
+      if (moved >= 0) {
+        efd_ = moved;
+        efd_pub_.store(moved, std::memory_order_release);
+        // wake() calls that loaded the old number finish their write first.
+        while (wakers_.load(std::memory_order_acquire) != 0) sys::sched_yield();
+        fds_->forget(fd);
+        rc = 0;
+      } else {
+        rc = moved;
+      }
+    }
+    reloc_result_.store(rc, std::memory_order_release);
+    reloc_fd_.store(-1, std::memory_order_release);
+    reloc_seq_.fetch_add(1, std::memory_order_acq_rel);
   }
 
   void run() {
@@ -134,6 +200,8 @@ class UringEngine final : public IoEngine {
     if (rc != 0) return;  // start() joins and close_ring() cleans up
     bool need_arm = true;
     for (;;) {
+      relocate_pending();
+      host_->fds_enter();
       take_pending();
       if (need_arm && !wake_broken_) {
         if (io_uring_sqe* sqe = io_uring_get_sqe(&ring_)) {
@@ -144,6 +212,7 @@ class UringEngine final : public IoEngine {
       }
       issue_backlog();
       submit_ready();
+      host_->fds_exit();
       if (stop_.load(std::memory_order_acquire) && inflight_ == 0 && backlog_head_ == nullptr &&
           pending_.load(std::memory_order_acquire) == nullptr)
         break;
@@ -167,12 +236,14 @@ class UringEngine final : public IoEngine {
       if (ret < 0 && ret != -ETIME && ret != -EINTR && ret != -EAGAIN && ret != -EBUSY) {
         sys::nanosleep_ns(1000000);
       }
+      host_->fds_enter();
       while (io_uring_peek_cqe(&ring_, &cqe) == 0) {
         uint64_t data = io_uring_cqe_get_data64(cqe);
         int res = cqe->res;
         io_uring_cqe_seen(&ring_, cqe);
         handle(data, res, &need_arm);
       }
+      host_->fds_exit();
     }
   }
 
@@ -260,6 +331,14 @@ class UringEngine final : public IoEngine {
   IoRequest* backlog_tail_ = nullptr;
   unsigned inflight_ = 0;
   bool wake_broken_ = false;
+  // Relocation (relocate_fd / relocate_pending) and the numbers other
+  // threads may read.
+  std::atomic<int> ring_fd_pub_{-1};
+  std::atomic<int> efd_pub_{-1};
+  std::atomic<int> wakers_{0};
+  std::atomic<int> reloc_fd_{-1};
+  std::atomic<int> reloc_result_{0};
+  std::atomic<uint32_t> reloc_seq_{0};
 };
 
 }  // namespace

@@ -15,6 +15,7 @@
 // with EBADF as on a descriptor the program never had, and close_range
 // steps around them.
 #include <dirent.h>
+#include <sched.h>
 #include <linux/close_range.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -301,21 +302,51 @@ UPCACHE_EXPORT void closefrom(int lowfd) noexcept {
 UPCACHE_EXPORT int dup(int fd) noexcept {
   return duplicate(fd, [&] { return real::dup(fd); });
 }
-UPCACHE_EXPORT int dup2(int fd, int fd2) noexcept {
+// dup2/dup3 onto one of the shim's own descriptor numbers (the program may
+// name any number; ours are invisible to it): ours moves away first (core's
+// backend, the log, the splice pipes each know how to re-point their users
+// safely), then the program's call runs as without upcache. If that call
+// fails, the number is closed, as the program believed it was.
+template <typename Call>
+int duplicate_onto(int fd, int fd2, Call call) {
   if (owned(fd2) && !owned(fd)) {
-    // The program names a number the cache uses. Until core can move its
-    // descriptor away, refuse rather than hand the cache's file to the program.
-    errno = EBUSY;
-    return -1;
+    if (!active()) {
+      // Nested (a signal handler inside the shim): moving ours could wait
+      // for this very thread. Refuse rather than hand over our file.
+      errno = EBUSY;
+      return -1;
+    }
+    int rc = -EBUSY;
+    {
+      Scope scope;
+      ErrnoKeeper keep;
+      for (int attempt = 0; attempt < 1000 && owns_fd_any(fd2); ++attempt) {
+        if (g_cache->owns_fd(fd2)) rc = g_cache->relocate_fd(fd2);
+        else if (log::owns_fd(fd2)) rc = log::relocate(fd2);
+        else if (splice_owns_fd(fd2)) rc = splice_relocate_fd(fd2);
+        if (rc == 0 || rc != -EBUSY) break;
+        sched_yield();  // a file being closed: its descriptor is about to go
+      }
+      if (owns_fd_any(fd2)) {
+        keep.set(rc == 0 ? EBUSY : static_cast<int>(-rc));
+        return -1;
+      }
+    }
+    int r = duplicate(fd, call);
+    if (r < 0) {
+      ErrnoKeeper keep;
+      if (rc == 0) real::close(fd2);  // our old duplicate, had the program's call not replaced it
+    }
+    return r;
   }
-  return duplicate(fd, [&] { return real::dup2(fd, fd2); });
+  return duplicate(fd, call);
+}
+
+UPCACHE_EXPORT int dup2(int fd, int fd2) noexcept {
+  return duplicate_onto(fd, fd2, [&] { return real::dup2(fd, fd2); });
 }
 UPCACHE_EXPORT int dup3(int fd, int fd2, int flags) noexcept {
-  if (owned(fd2) && !owned(fd)) {
-    errno = EBUSY;
-    return -1;
-  }
-  return duplicate(fd, [&] { return real::dup3(fd, fd2, flags); });
+  return duplicate_onto(fd, fd2, [&] { return real::dup3(fd, fd2, flags); });
 }
 
 static int do_fcntl(int fd, int cmd, void* arg) {

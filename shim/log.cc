@@ -15,6 +15,7 @@ namespace {
 std::atomic<int> g_fd{2};
 std::atomic<int> g_own_fd{-1};  // the UPCACHE_LOG descriptor, when there is one
 std::atomic<int> g_level{1};
+std::atomic<int> g_writers{0};  // emit() calls between loading g_fd and their write
 
 void write_all(int fd, const char* p, size_t n) {
   while (n > 0) {
@@ -43,6 +44,23 @@ int move_high(int fd) {
     }
   }
   return fd;  // could not move it: keep it where it is (still close-on-exec)
+}
+
+// A duplicate of `fd` at another free high number (close-on-exec); `fd`
+// stays open. Returns it or -errno.
+int move_high_dup(int fd) {
+  rlimit rl{};
+  long top = 1024;
+  if (sys::raw(SYS_prlimit64, 0, RLIMIT_NOFILE, 0, reinterpret_cast<long>(&rl)) == 0 &&
+      rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur > 16) {
+    top = static_cast<long>(rl.rlim_cur < (1u << 20) ? rl.rlim_cur : (1u << 20));
+  }
+  for (long want = top - 1; want >= top - 128 && want > 2; --want) {
+    long nfd = sys::raw(SYS_fcntl, fd, F_DUPFD_CLOEXEC, want);
+    if (nfd >= 0 && nfd != fd) return static_cast<int>(nfd);
+    if (nfd >= 0) sys::raw(SYS_close, nfd);
+  }
+  return -EMFILE;
 }
 
 }  // namespace
@@ -105,8 +123,22 @@ Line& Line::hex(uint64_t v) {
 
 void Line::emit() {
   buf_[n_++] = '\n';  // n_ <= sizeof buf_ - 1 before this
+  g_writers.fetch_add(1, std::memory_order_acq_rel);
   write_all(g_fd.load(std::memory_order_acquire), buf_, n_);
+  g_writers.fetch_sub(1, std::memory_order_acq_rel);
   n_ = 0;
+}
+
+int relocate(int fd) {
+  if (!owns_fd(fd)) return -EBADF;
+  int moved = move_high_dup(fd);
+  if (moved < 0) return moved;
+  g_fd.store(moved, std::memory_order_release);
+  g_own_fd.store(moved, std::memory_order_release);
+  // Writers that loaded the old number finish before it changes hands
+  // (bounded: a writer interrupted on this very thread never finishes).
+  for (int i = 0; i < 100000 && g_writers.load(std::memory_order_acquire) != 0; ++i) sys::raw(SYS_sched_yield);
+  return 0;
 }
 
 void line(int lvl, const char* a, const char* b, const char* c, const char* d) {

@@ -30,8 +30,12 @@ bool init(const char* path, int level);
 int level();
 inline bool enabled(int lvl) { return lvl <= level(); }
 
-// The log file's descriptor (the shim's own), or -1 when logging to stderr.
+// Is `fd` the log file's descriptor (the shim's own)?
 bool owns_fd(int fd);
+// The program dup2()s onto the log's descriptor: moves the log to another
+// high number (a duplicate; `fd` stays open, no longer the log's, for the
+// program's dup2 to replace). Returns 0 or -errno.
+int relocate(int fd);
 
 // One line builder on the stack: append text and numbers, then emit().
 // Lines longer than the buffer are cut.

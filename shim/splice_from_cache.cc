@@ -163,6 +163,30 @@ bool splice_owns_fd(int fd) {
   return r != nullptr && r->owns(fd);
 }
 
+int splice_relocate_fd(int fd) {
+  FdReserve* res = g_reserve.load(std::memory_order_acquire);
+  if (res == nullptr || !res->owns(fd)) return -EBADF;
+  // Hold every slot: then no call is using any of these descriptors.
+  for (Slot& s : g_slots) {
+    uint32_t expected = 0;
+    while (!s.busy.compare_exchange_weak(expected, 1, std::memory_order_acquire)) {
+      expected = 0;
+      sys::raw(SYS_sched_yield);
+    }
+  }
+  int moved = res->duplicate(fd);
+  if (moved >= 0) {
+    for (Slot& s : g_slots) {
+      if (s.r == fd) s.r = moved;
+      if (s.w == fd) s.w = moved;
+    }
+    if (g_devnull.load(std::memory_order_relaxed) == fd) g_devnull.store(moved, std::memory_order_release);
+    res->forget(fd);  // still open: the program's dup2 replaces it
+  }
+  for (Slot& s : g_slots) s.busy.store(0, std::memory_order_release);
+  return moved < 0 ? moved : 0;
+}
+
 void splice_after_fork_child() {
   FdReserve* res = g_reserve.load(std::memory_order_acquire);
   g_setup_lock.store(false, std::memory_order_relaxed);

@@ -58,6 +58,11 @@ bool splice_from_cache(int in, loff_t* off_in, int out, loff_t* off_out, size_t 
 // Is `fd` one of this module's descriptors?
 bool splice_owns_fd(int fd);
 
+// The program dup2()s onto one of this module's descriptors: waits until no
+// call uses them, moves that one to another high number (the old number
+// stays open, no longer ours, for the dup2 to replace). 0 or -errno.
+int splice_relocate_fd(int fd);
+
 // In a forked child: the pipes are the parent's; forget them.
 void splice_after_fork_child();
 

@@ -55,6 +55,13 @@
 //   mload M OFF LEN                hash of LEN bytes of mapping M at OFF
 //   munmap M [OFF LEN]             the whole mapping, or a part of it
 //   mremap M NEWLEN                MREMAP_MAYMOVE | mprotect M PROT | msync M
+//   dup2_high H COUNT [dup3]       dup2 (or dup3 O_CLOEXEC) H onto each of the
+//                                  COUNT numbers from upcache's reserve base
+//                                  (RLIMIT_NOFILE soft minus a sixteenth,
+//                                  64..4096, at least 100), where its own
+//                                  descriptors live: the program's call must
+//                                  succeed as without upcache; preads 16 bytes
+//                                  through each, closes them, prints a summary
 //   passfd H LEN [mmsg]            sends H over a Unix socket (SCM_RIGHTS, with
 //                                  sendmsg or sendmmsg) to a receiver process
 //                                  forked when the script started (so it
@@ -77,6 +84,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -716,6 +724,34 @@ static void run_tokens(char** tok, int ntok) {
     int m = map_of(ARG(1));
     r = msync(g_maps[m], g_map_len[m], MS_SYNC);
     result(r, errno, 0, "", -1, -1);
+  } else if (strcmp(c, "dup2_high") == 0) {
+    int fd = fd_of(ARG(1));
+    int count = (int)num(ARG(2));
+    int use3 = ARG(3) && strcmp(ARG(3), "dup3") == 0;
+    struct rlimit rl;
+    getrlimit(RLIMIT_NOFILE, &rl);
+    long long soft = rl.rlim_cur > (1ull << 30) ? (1ll << 30) : (long long)rl.rlim_cur;
+    long long reserve = soft / 16 < 64 ? 64 : (soft / 16 > 4096 ? 4096 : soft / 16);
+    long long base = soft - reserve < 100 ? 100 : soft - reserve;
+    int ok = 0, failed = 0, first_errno = 0;
+    uint64_t h = FNV0;
+    for (int i = 0; i < count && base + i < soft; ++i) {
+      int n = (int)(base + i);
+      int r2 = use3 ? dup3(fd, n, O_CLOEXEC) : dup2(fd, n);
+      if (r2 != n) {
+        if (!first_errno) first_errno = errno;
+        ++failed;
+        continue;
+      }
+      ++ok;
+      ssize_t k = pread(n, g_buf, 16, i * 100);
+      if (k > 0) h = fnv(h, g_buf, (size_t)k);
+      h = fnv(h, (unsigned char*)&k, sizeof k);
+      close(n);
+    }
+    char extra[96];
+    snprintf(extra, sizeof extra, "ok=%d failed=%d errno=%d", ok, failed, first_errno);
+    result(ok, 0, h, extra, fd, -1);
   } else if (strcmp(c, "passfd") == 0) {
     do_passfd(fd_of(ARG(1)), num(ARG(2)), ARG(3) && strcmp(ARG(3), "mmsg") == 0);
   } else if (strcmp(c, "spawn") == 0 || strcmp(c, "system") == 0) {

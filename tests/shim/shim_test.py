@@ -425,9 +425,50 @@ print("\n".join(out))
 """
 
 
+# dup2 onto the highest numbers below the descriptor limit, where upcache
+# keeps its UPCACHE_LOG descriptor: the program's dup2 succeeds and what it
+# writes through those numbers lands in its own file, never in the log.
+PY_DUP2_TOP = r"""
+import os, resource, sys
+soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+path = sys.argv[1]
+fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+out = []
+for n in range(soft - 1, soft - 9, -1):
+    out.append("dup2 onto limit-%d: %d" % (soft - n, os.dup2(fd, n) - n))
+    os.write(n, b"through limit-%d\n" % (soft - n))
+    os.close(n)
+big = os.open(sys.argv[2], os.O_RDONLY)
+out.append("read after %d" % len(os.read(big, 1 << 20)))
+os.close(fd)
+print("\n".join(out))
+print(open(path).read(), end="")
+"""
+
+
 def case_fd_numbers(r, d):
     r.compare("descriptor numbers as without the shim; closerange and close loops",
               python_cmd(PY_FDS, r.workdir))
+    big = make_file(os.path.join(d, "dup2top.bin"), 2 * 1024 * 1024 + 3, 12)
+    log = os.path.join(r.workdir, "upcache-dup2.log")
+    outs = []
+    for preload in (False, True):
+        env = r.env(preload)
+        if preload:
+            env.update({"UPCACHE_LOG": log, "UPCACHE_LOG_LEVEL": "3"})
+        target = os.path.join(r.workdir, "dup2top-%d.txt" % preload)
+        p = subprocess.run(python_cmd(PY_DUP2_TOP, target, big), env=env, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, timeout=120)
+        outs.append(p)
+    plain, pre = outs
+    logged = open(log, "rb").read() if os.path.exists(log) else b""
+    if plain.returncode != 0 or pre.returncode != 0 or plain.stdout != pre.stdout:
+        fail("dup2 onto the log's descriptor: plain %d %r, preload %d %r %r"
+             % (plain.returncode, plain.stdout[-300:], pre.returncode, pre.stdout[-300:], pre.stderr[-300:]))
+    elif b"through limit" in logged:
+        fail("dup2 onto the log's descriptor: the program's bytes went to the log")
+    else:
+        print("ok   dup2 onto the log's descriptor (UPCACHE_LOG): the program's call succeeds", flush=True)
 
 
 PY_BIG = r"""
