@@ -19,7 +19,10 @@ Description* adopt_unseen(int fd, uintptr_t* seen) {
   ErrnoKeeper keep;
   struct stat st;
   if (sys::fstat(fd, &st) != 0) return nullptr;  // not open: nothing to remember
-  uintptr_t value = FdTable::kPassthrough;
+  // Not a file the cache could serve: as before adoption (no system call
+  // added to its reads and writes; an inherited output file is not made
+  // coherent, see adopt.h).
+  uintptr_t value = FdTable::kUnseen;
   Description* d = nullptr;
   if (S_ISREG(st.st_mode)) {
     int fl = sys::fcntl(fd, F_GETFL);

@@ -7,9 +7,11 @@
 // At the first wrapped call on such a descriptor (DescRef, at top level
 // only), the descriptor is classified once: not open (EBADF) stays kNone;
 // a regular file that Cache::attach accepts, open for reading without
-// O_DIRECT/O_PATH, gets a Description; anything else kPassthrough (so writes
-// through it keep the cache coherent as for any descriptor the shim looked
-// at).
+// O_DIRECT/O_PATH, gets a Description (writes through it then keep the
+// cache coherent, as for any description); anything else kUnseen: it passes
+// through as before, with no system call added (pipes, sockets, terminals,
+// and output files: `prog > file` pays nothing per write, so writes through
+// an inherited write-only descriptor are not seen by the cache, as before).
 //
 // An adopted description is created `shared` (shim/kernel_offset.h): the
 // open file description may be shared with other processes (the shell that

@@ -13,6 +13,9 @@
 //                 call adopts it (shim/adopt.h);
 //   kPassthrough  opened through a wrapper but not cached (attach said no):
 //                 pass through, counted in kPassthroughCalls;
+//   kUnseen       adopted (shim/adopt.h) but nothing to do: not a regular
+//                 file, or one open only for writing; passes through as
+//                 kNone does, without being adopted again;
 //   Description*  cached; the slot owns one reference.
 //
 // Reclamation: descriptions are type-stable (never unmapped, see
@@ -38,10 +41,11 @@ class FdTable {
  public:
   static constexpr uintptr_t kNone = 0;
   static constexpr uintptr_t kPassthrough = 1;
+  static constexpr uintptr_t kUnseen = 2;
   static constexpr int kChunkBits = 10;
   static constexpr int kChunkSlots = 1 << kChunkBits;
 
-  static bool is_description(uintptr_t v) { return v > kPassthrough; }
+  static bool is_description(uintptr_t v) { return v > kUnseen; }
   static Description* as_description(uintptr_t v) { return reinterpret_cast<Description*>(v); }
 
   // Sizes and maps the top level. Idempotent, thread-safe, async-signal-safe.

@@ -49,7 +49,7 @@ class DescRef {
   Description* operator->() const { return d_; }
   // The descriptor was opened through a wrapper (cached or not): a
   // pass-through on it is counted.
-  bool looked_at() const { return seen_ != FdTable::kNone; }
+  bool looked_at() const { return seen_ == FdTable::kPassthrough || d_ != nullptr; }
 
  private:
   uintptr_t seen_ = 0;
