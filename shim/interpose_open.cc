@@ -19,7 +19,9 @@
 #include <linux/close_range.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <pty.h>
 #include <sys/stat.h>
+#include <utmp.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -393,6 +395,33 @@ UPCACHE_EXPORT int fcntl64(int fd, int cmd, ...) {
   void* arg = va_arg(ap, void*);
   va_end(ap);
   return do_fcntl(fd, cmd, arg);
+}
+
+// daemon, login_tty, forkpty (child side) put other files on 0, 1 and 2
+// with glibc's internal dup2: whatever the shim knew of those numbers is
+// forgotten (a descriptor inherited at start-up and adopted there would
+// otherwise go on being served from its old file); they are adopted again
+// at their next call.
+static void forget_standard_descriptors() {
+  if (!g_ready.load(std::memory_order_acquire)) return;
+  for (int fd = 0; fd <= 2; ++fd) forget(fd);
+}
+
+UPCACHE_EXPORT int daemon(int nochdir, int noclose) noexcept {
+  int r = real::daemon(nochdir, noclose);
+  if (r == 0 && !noclose) forget_standard_descriptors();
+  return r;
+}
+UPCACHE_EXPORT int login_tty(int fd) noexcept {
+  int r = real::login_tty(fd);
+  if (r == 0) forget_standard_descriptors();
+  return r;
+}
+UPCACHE_EXPORT pid_t forkpty(int* amaster, char* name, const struct termios* termp,
+                             const struct winsize* winp) noexcept {
+  pid_t r = real::forkpty(amaster, name, termp, winp);
+  if (r == 0) forget_standard_descriptors();
+  return r;
 }
 
 UPCACHE_EXPORT int fclose(FILE* stream) {

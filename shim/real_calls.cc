@@ -56,7 +56,7 @@ long lo(off_t off) { return static_cast<long>(static_cast<uint64_t>(off)); }
   X(truncate64) X(fclose) X(freopen64) X(fork) X(execve) X(execv) X(execvp) X(execvpe)           \
   X(fexecve) X(execveat) X(posix_spawn) X(posix_spawnp) X(system) X(popen) X(_exit)     \
   X(fallocate64) X(posix_fadvise64) X(readahead) X(sendfile64) X(copy_file_range) X(splice)     \
-  X(sendmsg) X(sendmmsg)
+  X(sendmsg) X(sendmmsg) X(daemon) X(login_tty) X(forkpty)
 
 UPCACHE_REAL_NAMES(UPCACHE_SLOT)
 
@@ -232,6 +232,20 @@ void* mremap(void* old, size_t old_len, size_t new_len, int flags, void* new_add
 }
 int mprotect(void* addr, size_t len, int prot) {
   return static_cast<int>(libc_ret(sys::raw(SYS_mprotect, reinterpret_cast<long>(addr), static_cast<long>(len), prot)));
+}
+
+int daemon(int nochdir, int noclose) {
+  if (auto f = UPCACHE_FN(daemon, int (*)(int, int))) return f(nochdir, noclose);
+  return enosys(-1);
+}
+int login_tty(int fd) {
+  if (auto f = UPCACHE_FN(login_tty, int (*)(int))) return f(fd);
+  return enosys(-1);
+}
+pid_t forkpty(int* amaster, char* name, const void* termp, const void* winp) {
+  if (auto f = UPCACHE_FN(forkpty, pid_t (*)(int*, char*, const void*, const void*)))
+    return f(amaster, name, termp, winp);
+  return enosys(-1);
 }
 
 int fclose(FILE* stream) {

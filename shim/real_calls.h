@@ -75,6 +75,12 @@ int munmap(void* addr, size_t len);
 void* mremap(void* old, size_t old_len, size_t new_len, int flags, void* new_addr);
 int mprotect(void* addr, size_t len, int prot);
 
+// daemon(3), login_tty(3), forkpty(3): glibc puts other files on
+// descriptors 0-2 with its internal dup2, which no wrapper sees.
+int daemon(int nochdir, int noclose);
+int login_tty(int fd);
+pid_t forkpty(int* amaster, char* name, const void* termp, const void* winp);
+
 int fclose(FILE* stream);
 FILE* freopen64(const char* path, const char* mode, FILE* stream);
 

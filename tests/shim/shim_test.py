@@ -320,6 +320,44 @@ def case_offsets(r, d):
               shell=True)
     r.compare("offsets: descriptor passed over a Unix socket (SCM_RIGHTS)",
               python_cmd(PY_SCM_RIGHTS, f))
+    daemon_check(r, f)
+
+
+# daemon(3) puts /dev/null on 0-2 with glibc's internal dup2: a stdin that
+# was a file (adopted and served from the cache) must read as /dev/null
+# afterwards. The daemon's child writes what it saw to a file.
+PY_DAEMON = r"""
+import ctypes, os, sys
+out = sys.argv[1]
+first = os.read(0, 10)
+libc = ctypes.CDLL(None, use_errno=True)
+if libc.daemon(1, 0) != 0:
+    sys.exit(1)
+after = os.read(0, 10)
+pos = os.lseek(0, 0, os.SEEK_CUR)
+with open(out + ".tmp", "w") as f:
+    f.write("%d %r %d\n" % (len(first), after, pos))
+os.rename(out + ".tmp", out)
+"""
+
+
+def daemon_check(r, f):
+    import time
+    results = []
+    for preload in (False, True):
+        out = os.path.join(r.workdir, "daemon-%d.txt" % preload)
+        with open(f, "rb") as stdin:
+            subprocess.run(python_cmd(PY_DAEMON, out), env=r.env(preload), stdin=stdin,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
+        for _ in range(200):
+            if os.path.exists(out):
+                break
+            time.sleep(0.05)
+        results.append(open(out).read() if os.path.exists(out) else None)
+    if results[0] is None or results[0] != results[1]:
+        fail("daemon(): stdin afterwards: plain %r, preload %r" % tuple(results))
+    else:
+        print("ok   daemon(): stdin is /dev/null afterwards (%s)" % results[0].strip(), flush=True)
 
 
 # A receiver started before the file is opened (so it inherits nothing) gets
@@ -554,7 +592,7 @@ creat creat64 close close_range closefrom dup dup2 dup3 fcntl fcntl64 fclose fre
 write __write pwrite pwrite64 writev pwritev pwritev64 pwritev2 pwritev64v2 ftruncate ftruncate64
 truncate truncate64 fallocate fallocate64 posix_fadvise posix_fadvise64 readahead
 sendfile sendfile64 copy_file_range splice fork vfork execve execv execvp execvpe execl execlp execle fexecve execveat
-posix_spawn posix_spawnp system popen _exit _Exit sendmsg sendmmsg mmap mmap64 munmap mremap mprotect
+posix_spawn posix_spawnp system popen _exit _Exit sendmsg sendmmsg mmap mmap64 munmap mremap mprotect daemon login_tty forkpty
 sigaction __sigaction signal bsd_signal ssignal sysv_signal __sysv_signal sigset
 """.split())
 
