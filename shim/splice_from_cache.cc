@@ -15,6 +15,7 @@
 #include "core/sys.h"
 #include "shim/interpose.h"
 #include "shim/kernel_offset.h"
+#include "shim/real_calls.h"
 
 namespace upcache::shim {
 namespace {
@@ -215,6 +216,16 @@ bool splice_from_cache(int in, loff_t* off_in, int out, loff_t* off_out, size_t 
   // at most this many slots are free (never fewer).
   long pipe_size = sys::fcntl(out, F_GETPIPE_SZ);
   if (pipe_size <= 0) return false;
+  // The kernel's splice marks both pipe ends it is given as unable to honour
+  // RWF_NOWAIT before it checks anything else (pipe_clear_nowait): a later
+  // preadv2(RWF_NOWAIT) on the pipe fails with EOPNOTSUPP, not EAGAIN. The
+  // calls served here never reach that code, so reach it: a splice of the
+  // pipe onto itself does nothing else (EINVAL).
+  {
+    int saved = errno;
+    real::splice(out, nullptr, out, nullptr, 1, SPLICE_F_NONBLOCK);
+    errno = saved;
+  }
   int held = 0;
   if (sys::ioctl(out, FIONREAD, &held) != 0 || held < 0) return false;
   uint64_t slots = static_cast<uint64_t>(pipe_size) / kPage;
