@@ -29,6 +29,7 @@
 #include "core/eviction.h"
 #include "core/fault.h"
 #include "core/frame.h"
+#include "core/frame_hint.h"
 #include "core/futex.h"
 #include "core/heap.h"
 #include "core/inode_table.h"
@@ -122,6 +123,7 @@ class CacheImpl final : public Cache {
   void release(FileRef* file) override;
   int64_t read(FileRef* file, RaState& ra, uint64_t pos, const iovec* iov, int iovcnt,
                unsigned flags) override;
+  int64_t read_hit(FileRef* file, RaState& ra, uint64_t pos, void* buf, uint64_t n) override;
   void invalidate(FileRef* file, uint64_t offset, uint64_t len) override;
   void invalidate_fd(int fd, uint64_t offset, uint64_t len) override;
   void prefetch(FileRef* file, uint64_t offset, uint64_t len) override;
@@ -193,6 +195,13 @@ constexpr unsigned kHitSample = 64;
 // Unit of a partial-page read: aligned for O_DIRECT on any device whose
 // logical blocks are at most 4 KiB, and the kernel's own page.
 constexpr uint64_t kPartialBlock = 4096;
+
+// Is this read one of the sampled ones? A read the fast path declines is
+// counted twice (read_hit, then read); the sample stays about one in 64.
+inline bool hit_sampled() {
+  static thread_local unsigned hit_clock __attribute__((tls_model("initial-exec"))) = 0;
+  return (++hit_clock % kHitSample) == 0;
+}
 
 // The probe readahead uses to look behind and ahead of a position.
 struct ProbeContext {
@@ -827,8 +836,7 @@ int64_t CacheImpl::read(FileRef* file, RaState& ra, uint64_t pos, const iovec* i
   if (__builtin_expect(file->writable_maps->load(std::memory_order_relaxed) != 0, 0)) return -ENOBUFS;
   // Latency: every read that misses is timed; of the hits, one in
   // kHitSample per thread (two clock reads would cost as much as the hit).
-  static thread_local unsigned hit_clock __attribute__((tls_model("initial-exec"))) = 0;
-  uint64_t t0 = (++hit_clock % kHitSample) == 0 ? now_ns() : 0;
+  uint64_t t0 = hit_sampled() ? now_ns() : 0;
   uint64_t size = file->size.load(std::memory_order_relaxed);
   // A read that reaches what we believe is the end asks the kernel: the file
   // may have grown (or shrunk) since.
@@ -1028,6 +1036,72 @@ int64_t CacheImpl::read(FileRef* file, RaState& ra, uint64_t pos, const iovec* i
   StatsSink::last_read_misses() = misses;
   if (done > 0) return static_cast<int64_t>(done);
   return error;
+}
+
+int64_t CacheImpl::read_hit(FileRef* file, RaState& ra, uint64_t pos, void* buf, uint64_t n) {
+  const uint64_t ps = page_size();
+  const uint64_t page = pos >> shift_;
+  const uint64_t from = pos & (ps - 1);
+  // One page, and short of the end of file as we know it (read() asks the
+  // kernel there: the file may have grown).
+  if (n == 0 || n > ps - from || pos + n > file->size.load(std::memory_order_relaxed)) return 0;
+  const uint64_t file_id = file->file_id;
+  FrameHint& hint = frame_hint(file_id, page);
+  constexpr uint64_t kWant = kHashed | kUptodate | kReferenced;
+  constexpr uint64_t kDecline = kLocked | kIo | kError | kReadahead | kUnread;
+  // The hinted frame first; if it no longer holds the page, the index.
+  bool hinted = hint.file_id == file_id && hint.page == page && hint.frame < arena_.frame_count();
+  uint64_t i = hinted ? hint.frame : 0;
+  uint64_t s1 = 0;
+  for (;;) {
+    if (!hinted) {
+      int64_t found = index_->find(file_id, page);
+      if (found == PageIndex::kNone) return 0;
+      i = static_cast<uint64_t>(found);
+    }
+    FrameDesc& f = arena_.frame(i);
+    // Acquire: the key, `valid` and the bytes of the page as published with
+    // this state (insert_or_get, finish_io) are visible.
+    s1 = f.state.load(std::memory_order_acquire);
+    if ((s1 & kHashed) && f.file_id.load(std::memory_order_relaxed) == file_id &&
+        f.page.load(std::memory_order_relaxed) == page)
+      break;
+    if (!hinted) return 0;
+    hinted = false;
+  }
+  FrameDesc& f = arena_.frame(i);
+  if ((s1 & (kWant | kDecline)) != kWant || f.valid.load(std::memory_order_relaxed) < from + n) return 0;
+  const bool timed = hit_sampled();
+  const uint64_t t0 = timed ? now_ns() : 0;
+  // The frame may be evicted and refilled with another page while we copy:
+  // the copy may then hold torn bytes, and is thrown away below. The arena
+  // stays mapped, so the copy itself is always safe; a bad user buffer is
+  // caught by the guard and left to read(), which reports it exactly.
+  iovec v{buf, n};
+  IovCursor out(&v, 1);
+  if (!guarded_copy_out(out, arena_.frame_data(i) + from, n)) return 0;
+  // Seqlock reader: the copy's loads happen before the re-check. The frame
+  // held the page the whole time iff it is still hashed, not locked, and of
+  // the same version: giving it to another page takes LOCKED and clears
+  // HASHED (claim_frame), dropping it clears HASHED (drop_page), and only a
+  // publication under a new version sets HASHED again (insert_or_get); the
+  // bytes of a frame change only after such a publication.
+  std::atomic_thread_fence(std::memory_order_acquire);
+  const uint64_t s2 = f.state.load(std::memory_order_relaxed);
+  if (version(s2) != version(s1) || (s2 & (kHashed | kLocked)) != kHashed) return 0;
+
+  hint.file_id = file_id;
+  hint.page = page;
+  hint.frame = i;
+  ra.prev_pos = static_cast<int64_t>(pos + n);
+  stats_->add(stats::kReads);
+  stats_->add(stats::kBytesRead, n);
+  stats_->file_add(file->stats_slot, stats::kFileBytes, n);
+  stats_->add(stats::kHits);
+  stats_->file_add(file->stats_slot, stats::kFileHits, 1);
+  if (timed) stats_->latency(stats::kHitLatency, now_ns() - t0);
+  StatsSink::last_read_misses() = 0;
+  return static_cast<int64_t>(n);
 }
 
 // Drops the pages holding bytes [offset, offset + len) (len == 0: up to

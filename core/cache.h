@@ -66,6 +66,24 @@ class Cache {
   virtual int64_t read(FileRef* file, RaState& ra, uint64_t pos, const iovec* iov, int iovcnt,
                        unsigned flags = 0) = 0;
 
+  // The hit fast path. Serves [pos, pos + n) into `buf` when the range lies
+  // in one page that is cached and up to date and the read has nothing else
+  // to do: not at or past the known end of file, no READAHEAD mark to act on,
+  // no read-ahead page read for the first time, the REFERENCED bit already
+  // set. Takes no lock and no pin and does no atomic read-modify-write: it
+  // finds the frame through the thread's frame hints (frame_hint.h) or the
+  // lock-free index, copies, then checks that the frame still held the page
+  // the whole time (a validated copy, like a seqlock reader; see frame.h).
+  // Returns n when it served the read, counted exactly as read() counts a
+  // one-page hit and with ra.prev_pos updated; 0 when it did not (nothing
+  // counted, `buf` possibly written): the caller then calls read(), which does
+  // the rest (misses, marks, end of file, EFAULT).
+  // Thread safety: may run concurrently with anything, including a read()
+  // of another thread on the same RaState: of `ra` it only stores prev_pos
+  // (RelaxedPos). Allocates nothing, makes no system call (but one clock read
+  // in kHitSample hits, for the latency histogram).
+  virtual int64_t read_hit(FileRef* file, RaState& ra, uint64_t pos, void* buf, uint64_t n) = 0;
+
   // Coherence: the program changed bytes [offset, offset + len) of the file
   // (len == 0: everything from offset on, e.g. truncate). Drops the pages
   // touched and re-reads the file size before returning.

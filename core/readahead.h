@@ -14,7 +14,8 @@
 // start + size - async_size only if that page is within the file).
 //
 // Thread safety: a RaState belongs to one open file description; the caller
-// serializes access (the description's position lock). The functions are pure
+// serializes access (the description's readahead lock), except for prev_pos,
+// which a hit may store concurrently (RelaxedPos). The functions are pure
 // apart from the state they are given and the probe they call: no allocation,
 // no system call, async-signal-safe.
 #pragma once
@@ -23,13 +24,38 @@
 
 namespace upcache {
 
+// RaState::prev_pos. Cache::read_hit stores it without the caller's
+// serialization, possibly while another thread holds the state for a miss
+// (the kernel updates file_ra_state.prev_pos without a lock, too): every
+// access is a relaxed atomic one, so it is never torn and never a data race,
+// and it costs a plain load or store. Copyable like the int64_t it wraps.
+class RelaxedPos {
+ public:
+  constexpr RelaxedPos(int64_t v = -1) : v_(v) {}  // NOLINT: converts like an int64_t
+  RelaxedPos(const RelaxedPos& o) : v_(o.load()) {}
+  RelaxedPos& operator=(const RelaxedPos& o) {
+    store(o.load());
+    return *this;
+  }
+  RelaxedPos& operator=(int64_t v) {
+    store(v);
+    return *this;
+  }
+  operator int64_t() const { return load(); }  // NOLINT
+  int64_t load() const { return __atomic_load_n(&v_, __ATOMIC_RELAXED); }
+  void store(int64_t v) { __atomic_store_n(&v_, v, __ATOMIC_RELAXED); }
+
+ private:
+  int64_t v_;
+};
+
 // The kernel's struct file_ra_state.
 struct RaState {
   uint64_t start = 0;       // first page of the current window
   uint32_t size = 0;        // pages in the current window
   uint32_t async_size = 0;  // pages at the end of the window that are "ahead"
   uint32_t ra_pages = 0;    // maximum window; 0 disables readahead
-  int64_t prev_pos = -1;    // byte just after the previous read, -1 at open
+  RelaxedPos prev_pos{-1};  // byte just after the previous read, -1 at open
   bool random = false;      // POSIX_FADV_RANDOM: never grow a window
 };
 

@@ -1,20 +1,61 @@
 #include "core/stats_sink.h"
 
+#include <pthread.h>
+
 #include <cstring>
 
 #include "core/sys.h"
 
 namespace upcache {
 
-unsigned StatsSink::stripe_index() {
-  // initial-exec TLS: no allocation, no lazy TLS setup on first use from a
-  // signal handler.
-  static thread_local unsigned index __attribute__((tls_model("initial-exec"))) = ~0u;
-  if (__builtin_expect(index == ~0u, 0)) {
-    static std::atomic<unsigned> next{0};
-    index = next.fetch_add(1, std::memory_order_relaxed) % stats::kStripes;
+namespace {
+
+static_assert(stats::kStripes - 1 <= 32, "owned stripes fit the claim mask");
+constexpr unsigned kShared = stats::kStripes - 1;
+
+// Bit i: stripe i is owned by a live thread.
+std::atomic<uint32_t> g_owned{0};
+pthread_key_t g_exit_key;
+bool g_exit_key_ok = false;
+
+}  // namespace
+
+// Thread exit (pthread key destructor, on the exiting thread): give the
+// stripe back. Its counts stay where they are; the next owner adds to them.
+// Release order: the next owner's loads see this thread's last stores.
+// Counting after this (a later thread-exit destructor that reads a file) goes
+// to the shared stripe, since the old one may have a new owner.
+void StatsSink::give_back(void* value) {
+  unsigned i = static_cast<unsigned>(reinterpret_cast<uintptr_t>(value) - 1);
+  ThreadStripe& t = tls();
+  t.index = kShared;
+  t.owned = false;
+  g_owned.fetch_and(~(1u << i), std::memory_order_release);
+}
+
+void StatsSink::choose_stripe(ThreadStripe& t) {
+  static pthread_once_t once = PTHREAD_ONCE_INIT;
+  pthread_once(&once, [] { g_exit_key_ok = pthread_key_create(&g_exit_key, &give_back) == 0; });
+  // Without an exit hook an owned stripe would be lost to the thread's
+  // death: share instead.
+  uint32_t cur = g_exit_key_ok ? g_owned.load(std::memory_order_relaxed) : ~0u;
+  for (;;) {
+    uint32_t free = ~cur & ((1u << kShared) - 1);
+    if (free == 0) break;
+    unsigned i = static_cast<unsigned>(__builtin_ctz(free));
+    if (g_owned.compare_exchange_weak(cur, cur | (1u << i), std::memory_order_acquire,
+                                      std::memory_order_relaxed)) {
+      if (pthread_setspecific(g_exit_key, reinterpret_cast<void*>(uintptr_t{i} + 1)) != 0) {
+        give_back(reinterpret_cast<void*>(uintptr_t{i} + 1));
+        break;
+      }
+      t.index = i;
+      t.owned = true;
+      return;
+    }
   }
-  return index;
+  t.index = kShared;
+  t.owned = false;
 }
 
 int StatsSink::claim_file(uint64_t file_id, const char* path) {

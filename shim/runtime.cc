@@ -139,7 +139,7 @@ __attribute__((destructor)) void upcache_shim_fini() {
 }  // namespace
 
 void count_passthrough() {
-  if (g_stats != nullptr) g_stats->add(stats::kPassthroughCalls);
+  if (g_stats != nullptr) g_stats->add_atomic(stats::kPassthroughCalls);
 }
 
 // Called from the fork child handler (kernel_offset.cc) with the descriptor

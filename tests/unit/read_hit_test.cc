@@ -1,0 +1,305 @@
+// The hit fast path, Cache::read_hit: it serves exactly what read() would
+// for a one-page hit and counts it the same; it declines (returns 0, counts
+// nothing) whenever read() has more to do; a write, an eviction or a
+// reassignment of the frame it used before is never served from; the
+// READAHEAD mark still fires; threads sharing one description get right bytes.
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "core/cache.h"
+#include "core/stats.h"
+#include "core/stats_sink.h"
+#include "test_files.h"
+
+namespace upcache {
+namespace {
+
+using upcache::testing::fill_pattern;
+using upcache::testing::pattern_byte;
+using upcache::testing::write_pattern_file;
+
+class ReadHitTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir = upcache::testing::scratch_dir("readhit");
+    ASSERT_FALSE(dir.empty());
+    seg = std::make_unique<stats::Segment>();
+    memset(static_cast<void*>(seg.get()), 0, sizeof(stats::Segment));
+    sink = std::make_unique<StatsSink>(seg.get());
+  }
+  void TearDown() override {
+    for (FileRef* f : refs) cache->release(f);
+    for (int fd : fds) close(fd);
+    cache.reset();
+    upcache::testing::remove_dir(dir);
+  }
+  void make_cache(uint64_t bytes, uint64_t page, uint64_t ra_max) {
+    Config c;
+    c.min_file_bytes = 0;
+    c.cache_bytes = bytes;
+    c.page_size = page;
+    c.ra_max_bytes = ra_max;
+    std::string err;
+    cache = Cache::create(c, sink.get(), &err);
+    ASSERT_TRUE(cache) << err;
+  }
+  FileRef* open_file(const std::string& path, int flags = O_RDONLY) {
+    int fd = open(path.c_str(), flags);
+    EXPECT_GE(fd, 0) << path;
+    fds.push_back(fd);
+    FileRef* f = cache->attach(fd, path.c_str(), flags);
+    if (f) refs.push_back(f);
+    return f;
+  }
+  int64_t read_at(FileRef* f, RaState& ra, uint64_t pos, char* buf, uint64_t n) {
+    iovec iov{buf, n};
+    return cache->read(f, ra, pos, &iov, 1);
+  }
+  // What the shim does: the fast path first, read() when it declines.
+  int64_t shim_read(FileRef* f, RaState& ra, uint64_t pos, char* buf, uint64_t n, bool* fast) {
+    int64_t r = cache->read_hit(f, ra, pos, buf, n);
+    *fast = r > 0;
+    return r > 0 ? r : read_at(f, ra, pos, buf, n);
+  }
+  bool bytes_ok(const char* buf, uint64_t pos, uint64_t n, uint64_t salt) {
+    for (uint64_t i = 0; i < n; ++i)
+      if (static_cast<uint8_t>(buf[i]) != pattern_byte(pos + i, salt)) return false;
+    return true;
+  }
+  uint64_t counter(stats::Counter c) { return StatsSink::total(*seg, c); }
+  uint64_t file_counter(stats::FileCounter c) {
+    uint64_t sum = 0;
+    for (const auto& slot : seg->files)
+      if (slot.file_id.load() != 0)
+        for (const auto& s : slot.stripes) sum += s.counters[c].load();
+    return sum;
+  }
+
+  std::string dir;
+  std::unique_ptr<stats::Segment> seg;
+  std::unique_ptr<StatsSink> sink;
+  std::unique_ptr<Cache> cache;
+  std::vector<FileRef*> refs;
+  std::vector<int> fds;
+};
+
+TEST_F(ReadHitTest, ServesExactBytesAndCountsLikeReadHits) {
+  make_cache(8 << 20, 4096, 0);  // no readahead: no marks, no unread pages
+  const uint64_t size = 10 * 4096 + 100;
+  std::string path = dir + "/f";
+  ASSERT_TRUE(write_pattern_file(path, size, 1));
+  FileRef* f = open_file(path);
+  ASSERT_NE(f, nullptr);
+  RaState ra = cache->new_ra_state();
+  char buf[8192];
+  // Not cached: declined, nothing counted.
+  EXPECT_EQ(cache->read_hit(f, ra, 4096, buf, 64), 0);
+  EXPECT_EQ(counter(stats::kReads), 0u);
+  ASSERT_EQ(read_at(f, ra, 4096, buf, 4096), 4096);  // a miss caches page 1
+  const uint64_t reads = counter(stats::kReads), hits = counter(stats::kHits);
+  const uint64_t bytes = counter(stats::kBytesRead), misses = counter(stats::kMisses);
+  const uint64_t fbytes = file_counter(stats::kFileBytes), fhits = file_counter(stats::kFileHits);
+  uint64_t served = 0, calls = 0;
+  for (uint64_t pos = 4096; pos < 8192; pos += 64) {
+    memset(buf, 0, sizeof buf);
+    ASSERT_EQ(cache->read_hit(f, ra, pos, buf, 64), 64) << pos;
+    ASSERT_TRUE(bytes_ok(buf, pos, 64, 1)) << pos;
+    EXPECT_EQ(static_cast<int64_t>(ra.prev_pos), static_cast<int64_t>(pos + 64));
+    served += 64;
+    ++calls;
+  }
+  ASSERT_EQ(cache->read_hit(f, ra, 4096 + 1, buf, 4095), 4095);  // the whole rest of the page
+  ASSERT_TRUE(bytes_ok(buf, 4097, 4095, 1));
+  served += 4095;
+  ++calls;
+  EXPECT_EQ(counter(stats::kReads), reads + calls);
+  EXPECT_EQ(counter(stats::kHits), hits + calls);
+  EXPECT_EQ(counter(stats::kBytesRead), bytes + served);
+  EXPECT_EQ(counter(stats::kMisses), misses);
+  EXPECT_EQ(file_counter(stats::kFileBytes), fbytes + served);
+  EXPECT_EQ(file_counter(stats::kFileHits), fhits + calls);
+
+  // Declined, nothing counted: across a page boundary, into an uncached
+  // page, zero bytes, at or past the end of file.
+  ASSERT_EQ(read_at(f, ra, 10 * 4096, buf, 100), 100);  // caches the tail page
+  const uint64_t reads2 = counter(stats::kReads);
+  EXPECT_EQ(cache->read_hit(f, ra, 8192 - 10, buf, 20), 0);
+  EXPECT_EQ(cache->read_hit(f, ra, 3 * 4096, buf, 20), 0);
+  EXPECT_EQ(cache->read_hit(f, ra, 4096, buf, 0), 0);
+  EXPECT_EQ(cache->read_hit(f, ra, size - 10, buf, 20), 0);  // would reach the end
+  EXPECT_EQ(cache->read_hit(f, ra, size, buf, 1), 0);
+  EXPECT_EQ(counter(stats::kReads), reads2);
+  // Inside the tail page, short of the end: served.
+  ASSERT_EQ(cache->read_hit(f, ra, size - 30, buf, 20), 20);
+  EXPECT_TRUE(bytes_ok(buf, size - 30, 20, 1));
+}
+
+TEST_F(ReadHitTest, WriteBetweenTwoReadsIsNeverServedStale) {
+  make_cache(8 << 20, 4096, 0);
+  std::string path = dir + "/f";
+  ASSERT_TRUE(write_pattern_file(path, 50000, 2));
+  FileRef* f = open_file(path, O_RDWR);
+  ASSERT_NE(f, nullptr);
+  RaState ra = cache->new_ra_state();
+  char buf[4096];
+  ASSERT_EQ(read_at(f, ra, 8192, buf, 4096), 4096);
+  ASSERT_EQ(cache->read_hit(f, ra, 8192 + 100, buf, 100), 100);  // the hint now names the frame
+  ASSERT_TRUE(bytes_ok(buf, 8292, 100, 2));
+  std::vector<char> other(300);
+  fill_pattern(other, 8200, 3);
+  ASSERT_EQ(pwrite(fds.back(), other.data(), other.size(), 8200), 300);
+  cache->invalidate(f, 8200, 300);
+  EXPECT_EQ(cache->read_hit(f, ra, 8192 + 100, buf, 100), 0);  // dropped: not served
+  bool fast = true;
+  ASSERT_EQ(shim_read(f, ra, 8192 + 100, buf, 100, &fast), 100);
+  EXPECT_FALSE(fast);
+  EXPECT_TRUE(bytes_ok(buf, 8292, 100, 3));
+  // The page read again is served by the fast path, with the new bytes.
+  ASSERT_EQ(cache->read_hit(f, ra, 8192 + 100, buf, 100), 100);
+  EXPECT_TRUE(bytes_ok(buf, 8292, 100, 3));
+}
+
+TEST_F(ReadHitTest, ReassignedFrameIsNotServedFrom) {
+  make_cache(64 << 10, 4096, 0);  // 16 frames
+  std::string a = dir + "/a", b = dir + "/b";
+  ASSERT_TRUE(write_pattern_file(a, 1 << 20, 4));
+  ASSERT_TRUE(write_pattern_file(b, 1 << 20, 5));
+  FileRef* fa = open_file(a);
+  FileRef* fb = open_file(b);
+  ASSERT_NE(fa, nullptr);
+  ASSERT_NE(fb, nullptr);
+  RaState ra = cache->new_ra_state(), rb = cache->new_ra_state();
+  char buf[4096];
+  ASSERT_EQ(read_at(fa, ra, 0, buf, 4096), 4096);
+  ASSERT_EQ(cache->read_hit(fa, ra, 10, buf, 10), 10);  // hint: (a, 0) -> its frame
+  // Read other pages of b until every frame has been given to another page
+  // at least once; page 0 of b, which shares the hint slot's page number,
+  // among them.
+  for (uint64_t pos = 0; pos < 64 * 4096; pos += 4096) ASSERT_EQ(read_at(fb, rb, pos, buf, 4096), 4096);
+  EXPECT_GT(counter(stats::kEvictions), 0u);
+  // Page 0 of a is gone: the hint's frame now holds something else.
+  EXPECT_EQ(cache->read_hit(fa, ra, 10, buf, 10), 0);
+  bool fast = true;
+  ASSERT_EQ(shim_read(fa, ra, 10, buf, 10, &fast), 10);
+  EXPECT_TRUE(bytes_ok(buf, 10, 10, 4));
+  // And b's pages, wherever they are, read right through the fast path.
+  for (uint64_t pos = 60 * 4096; pos < 64 * 4096; pos += 1000) {
+    ASSERT_EQ(shim_read(fb, rb, pos, buf, 50, &fast), 50);
+    ASSERT_TRUE(bytes_ok(buf, pos, 50, 5)) << pos;
+  }
+}
+
+TEST_F(ReadHitTest, ReadaheadMarkStillTriggersAsyncReadahead) {
+  make_cache(16 << 20, 4096, 64 << 10);  // 16-page windows
+  const uint64_t size = 4 << 20;
+  std::string path = dir + "/f";
+  ASSERT_TRUE(write_pattern_file(path, size, 6));
+  FileRef* f = open_file(path);
+  ASSERT_NE(f, nullptr);
+  RaState ra = cache->new_ra_state();
+  char buf[64];
+  uint64_t fast_reads = 0;
+  // A 64-byte sequential reader, as the shim serves it.
+  for (uint64_t pos = 0; pos < size; pos += 64) {
+    bool fast = false;
+    ASSERT_EQ(shim_read(f, ra, pos, buf, 64, &fast), 64);
+    ASSERT_TRUE(bytes_ok(buf, pos, 64, 6)) << pos;
+    fast_reads += fast;
+  }
+  const uint64_t pages = size / 4096;
+  // Only the first page was a synchronous miss: every later window was
+  // started by a READAHEAD mark the fast path left to read().
+  EXPECT_EQ(counter(stats::kMisses), 1u);
+  EXPECT_EQ(counter(stats::kReadaheadPages), pages - 1);
+  EXPECT_EQ(counter(stats::kReadaheadHits), pages - 1);
+  EXPECT_EQ(counter(stats::kHits), size / 64 - 1);
+  EXPECT_EQ(counter(stats::kReads), size / 64);
+  EXPECT_EQ(counter(stats::kBytesRead), size);
+  EXPECT_EQ(static_cast<int64_t>(ra.prev_pos), static_cast<int64_t>(size));
+  // Most reads took the fast path (all but about one per page).
+  EXPECT_GT(fast_reads, size / 64 - 2 * pages);
+}
+
+TEST_F(ReadHitTest, ThreadsOnOneDescriptionWithEvictionAndInvalidation) {
+  make_cache(256 << 10, 4096, 32 << 10);  // 64 frames, 2 MiB file: constant eviction
+  const uint64_t size = 2 << 20;
+  std::string path = dir + "/f";
+  ASSERT_TRUE(write_pattern_file(path, size, 7));
+  FileRef* f = open_file(path);
+  ASSERT_NE(f, nullptr);
+  // One description: one RaState. read() is serialized by a try-lock as the
+  // shim does (a busy state reads with a scratch copy); read_hit is not.
+  RaState ra = cache->new_ra_state();
+  const RaState initial = ra;
+  std::mutex ra_lock;
+  std::atomic<bool> stop{false};
+  std::atomic<uint64_t> bad{0}, fast_total{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 3; ++t) {
+    threads.emplace_back([&, t] {
+      std::mt19937_64 rng(77 + t);
+      std::vector<char> buf(9000);
+      for (int i = 0; i < 30000; ++i) {
+        // Small reads in a few hot pages (fast path) and elsewhere (misses
+        // that evict the hot pages' frames under the other threads).
+        uint64_t pos = rng() % 4 == 0 ? rng() % size : (rng() % 8) * 4096 + rng() % 4000;
+        uint64_t n = 1 + rng() % (rng() % 8 == 0 ? buf.size() : 96);
+        int64_t got = cache->read_hit(f, ra, pos, buf.data(), n);
+        if (got > 0) {
+          fast_total.fetch_add(1, std::memory_order_relaxed);
+        } else if (ra_lock.try_lock()) {
+          got = read_at(f, ra, pos, buf.data(), n);
+          ra_lock.unlock();
+        } else {
+          RaState scratch = initial;
+          got = read_at(f, scratch, pos, buf.data(), n);
+        }
+        uint64_t expect = pos >= size ? 0 : std::min(n, size - pos);
+        if (got != static_cast<int64_t>(expect) || !bytes_ok(buf.data(), pos, expect, 7)) bad.fetch_add(1);
+      }
+    });
+  }
+  // Coherence traffic on the hot pages (the bytes do not change, so every
+  // read stays checkable): frames dropped under the readers.
+  std::thread dropper([&] {
+    while (!stop.load()) {
+      cache->invalidate(f, (rand() % 8) * 4096, 4096);
+      std::this_thread::yield();
+    }
+  });
+  for (auto& th : threads) th.join();
+  stop.store(true);
+  dropper.join();
+  EXPECT_EQ(bad.load(), 0u);
+  EXPECT_GT(fast_total.load(), 0u);
+  EXPECT_GT(counter(stats::kEvictions), 0u);
+}
+
+TEST(StatsStripes, ExitedThreadsGiveTheirStripeBack) {
+  // Far more short-lived threads than stripes, one after another: each owns
+  // a stripe while it runs, because the one before gave its stripe back.
+  for (int i = 0; i < 3 * stats::kStripes; ++i) {
+    bool owned = false;
+    std::thread([&] {
+      auto seg = std::make_unique<stats::Segment>();
+      memset(static_cast<void*>(seg.get()), 0, sizeof(stats::Segment));
+      StatsSink sink(seg.get());
+      sink.add(stats::kReads);
+      owned = StatsSink::thread_owns_stripe();
+    }).join();
+    EXPECT_TRUE(owned) << "thread " << i;
+  }
+}
+
+}  // namespace
+}  // namespace upcache
