@@ -99,7 +99,7 @@ class StatsSink {
   }
   static void choose_stripe(ThreadStripe& t);
   static void give_back(void* value);
-  static void bump(std::atomic<uint64_t>& counter, uint64_t n, bool owned) {
+  __attribute__((always_inline)) static void bump(std::atomic<uint64_t>& counter, uint64_t n, bool owned) {
     if (owned) {
       counter.store(counter.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
     } else {

@@ -32,10 +32,8 @@ constexpr uint64_t kClaiming = 1;  // a slot being filled; readers skip it
 
 }  // namespace
 
-void callers_after_read(int64_t result) {
+void callers_sample(int64_t result, unsigned every) {
   stats::Segment* seg = g_stats->segment();
-  unsigned every = seg->callers_every;
-  if (__builtin_expect(every == 0, 1)) return;
   static thread_local unsigned count __attribute__((tls_model("initial-exec"))) = 0;
   if (++count % every != 0) return;
   uint64_t misses = StatsSink::last_read_misses();

@@ -9,9 +9,19 @@
 
 #include <cstdint>
 
+#include "core/stats.h"
+#include "core/stats_sink.h"
+#include "shim/runtime.h"
+
 namespace upcache::shim {
 
+void callers_sample(int64_t result, unsigned every);
+
 // After a read the cache served: `result` as returned to the program.
-void callers_after_read(int64_t result);
+// Inline: the test of "off" is all a hit pays.
+inline void callers_after_read(int64_t result) {
+  unsigned every = g_stats->segment()->callers_every;
+  if (__builtin_expect(every != 0, 0)) callers_sample(result, every);
+}
 
 }  // namespace upcache::shim

@@ -8,21 +8,10 @@
 
 #include "core/cache.h"
 #include "core/sys.h"
+#include "shim/hazard.h"
 #include "shim/runtime.h"
 
 namespace upcache::shim {
-
-void FutexLock::lock_slow() {
-  uint32_t c = state_.exchange(2, std::memory_order_acquire);
-  while (c != 0) {
-    sys::raw(SYS_futex, reinterpret_cast<long>(&state_), FUTEX_WAIT_PRIVATE, 2, 0);
-    c = state_.exchange(2, std::memory_order_acquire);
-  }
-}
-
-void FutexLock::wake() {
-  sys::raw(SYS_futex, reinterpret_cast<long>(&state_), FUTEX_WAKE_PRIVATE, 1);
-}
 
 namespace {
 
@@ -68,17 +57,33 @@ void free_now(Description* d) {
 
 }  // namespace
 
+namespace {
+
+void push_deferred(Description* d) {
+  Description* head = g_deferred.load(std::memory_order_relaxed);
+  do {
+    d->next_free = head;
+  } while (!g_deferred.compare_exchange_weak(head, d, std::memory_order_release,
+                                             std::memory_order_relaxed));
+}
+
+}  // namespace
+
 void Description::unref() {
   if (refs.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
   if (t_depth > 1) {
     // Nested (a signal handler inside the shim): the pool lock or core may be
     // busy on this very thread. Push on the deferred list (lock-free push;
     // only description_drain_deferred pops, and it takes the whole list).
-    Description* head = g_deferred.load(std::memory_order_relaxed);
-    do {
-      next_free = head;
-    } while (!g_deferred.compare_exchange_weak(head, this, std::memory_order_release,
-                                               std::memory_order_relaxed));
+    hazard_synced = false;
+    push_deferred(this);
+    return;
+  }
+  // A reader may still use it under its hazard slot (shim/hazard.h).
+  if (!hazard_sync()) return;  // cannot tell: leave it, never free it under a reader
+  if (hazard_held(this)) {
+    hazard_synced = true;
+    push_deferred(this);
     return;
   }
   free_now(this);
@@ -87,9 +92,20 @@ void Description::unref() {
 void description_drain_deferred() {
   if (g_deferred.load(std::memory_order_relaxed) == nullptr || t_depth > 1) return;
   Description* d = g_deferred.exchange(nullptr, std::memory_order_acquire);
+  bool synced = false;  // hazard_sync() done in this drain
   while (d != nullptr) {
     Description* next = d->next_free;
-    free_now(d);
+    if (!d->hazard_synced && !synced) synced = hazard_sync();
+    if (d->hazard_synced || synced) {
+      d->hazard_synced = true;
+      if (hazard_held(d)) {
+        push_deferred(d);  // still read under a hazard: its reader drains it
+      } else {
+        free_now(d);
+      }
+    } else {
+      push_deferred(d);
+    }
     d = next;
   }
 }

@@ -17,8 +17,10 @@
 //
 // The position lock is the kernel's f_pos_lock: read(), lseek() and the
 // offset-using pass-through calls of one description are serialized, so
-// concurrent read() calls return every byte once. It is a futex mutex that
-// never blocks the thread that holds it: a signal handler that interrupts the
+// concurrent read() calls return every byte once. It is a futex mutex,
+// biased towards the one thread that uses the description (biased_lock.h: no
+// atomic read-modify-write while one thread has it to itself), that never
+// blocks the thread that holds it: a signal handler that interrupts the
 // shim on the same thread never reaches it, because every wrapper first checks
 // the thread's "in shim" depth (shim/thread_state.h) and a nested call takes the
 // pass-through path.
@@ -28,36 +30,14 @@
 #include <cstdint>
 
 #include "core/readahead.h"
+#include "shim/biased_lock.h"
+#include "shim/futex_lock.h"
 
 namespace upcache {
 struct FileRef;
 }
 
 namespace upcache::shim {
-
-// A futex mutex (Drepper's three-state mutex), process-private.
-class FutexLock {
- public:
-  bool try_lock() {
-    uint32_t expected = 0;
-    return state_.compare_exchange_strong(expected, 1, std::memory_order_acquire,
-                                          std::memory_order_relaxed);
-  }
-  void lock() {
-    if (__builtin_expect(try_lock(), 1)) return;
-    lock_slow();
-  }
-  void unlock() {
-    if (__builtin_expect(state_.exchange(0, std::memory_order_release) != 1, 0)) wake();
-  }
-  // In a child after fork: the threads that held the lock do not exist there.
-  void reset() { state_.store(0, std::memory_order_relaxed); }
-
- private:
-  void lock_slow();
-  void wake();
-  std::atomic<uint32_t> state_{0};  // 0 free, 1 locked, 2 locked with waiters
-};
 
 struct Description {
   // Descriptors in the table plus operations in flight. 0: free.
@@ -78,12 +58,15 @@ struct Description {
   // (s_maxbytes is at least 4 GiB - 1 on every filesystem; above, ask the kernel).
   std::atomic<uint64_t> seek_ok_max{0xffffffffull};
 
-  FutexLock pos_lock;  // f_pos_lock: read/lseek/offset-using pass-through
+  BiasedLock pos_lock;  // f_pos_lock: read/lseek/offset-using pass-through
   FutexLock ra_lock;   // serializes `ra` (pread takes only this one, with try_lock)
   RaState ra;
   RaState ra_initial;  // Cache::new_ra_state() at open: the state of a fresh description
 
   Description* next_free = nullptr;  // free list / deferred release list
+  // On the deferred list: hazard_sync() was done after its last reference
+  // went (shim/hazard.h), so a scan of the hazard slots is conclusive.
+  bool hazard_synced = false;
 
   // Takes a reference if the description is live (refs != 0).
   bool try_ref() {
@@ -96,7 +79,8 @@ struct Description {
   }
   void ref() { refs.fetch_add(1, std::memory_order_relaxed); }
   // Drops a reference; the last one releases the FileRef and frees the
-  // description (deferred when called from a nested, signal-handler context).
+  // description (deferred when called from a nested, signal-handler context,
+  // or while a reader holds it under its hazard slot: shim/hazard.h).
   void unref();
 };
 
@@ -104,8 +88,8 @@ struct Description {
 Description* description_new(FileRef* file, const RaState& ra, int status_flags);
 
 // Frees released descriptions whose release had to be deferred (a nested
-// call could not take the pool lock or call into core). Called by wrappers at
-// top level.
+// call could not take the pool lock or call into core, or a reader held the
+// description under its hazard slot). Called by wrappers at top level.
 void description_drain_deferred();
 
 // fork: the pool lock is held across fork so the child's free list is whole.

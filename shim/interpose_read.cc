@@ -23,6 +23,7 @@
 #include "core/cache.h"
 #include "core/sys.h"
 #include "shim/callers.h"
+#include "shim/hazard.h"
 #include "shim/interpose.h"
 #include "shim/kernel_offset.h"
 #include "shim/real_calls.h"
@@ -190,7 +191,7 @@ inline ssize_t finish(int64_t r, int saved_errno) {
 ssize_t do_read(int fd, void* buf, size_t n) {
   if (!active()) return nested_read(fd, buf, n);
   Scope scope;
-  DescRef d(fd);
+  HazardRef d(fd);
   if (!d) {
     if (d.looked_at()) count_passthrough();
     return real::read(fd, buf, n);
@@ -213,7 +214,7 @@ ssize_t do_read(int fd, void* buf, size_t n) {
 ssize_t do_pread(int fd, void* buf, size_t n, off_t off) {
   if (!active()) return real::pread64(fd, buf, n, off);
   Scope scope;
-  DescRef d(fd);
+  HazardRef d(fd);
   if (!d) {
     if (d.looked_at()) count_passthrough();
     return real::pread64(fd, buf, n, off);
@@ -277,7 +278,7 @@ bool iov_empty(const iovec* iov, int cnt) {
 ssize_t do_readv(int fd, const iovec* iov, int cnt) {
   if (!active()) return real::readv(fd, iov, cnt);
   Scope scope;
-  DescRef d(fd);
+  HazardRef d(fd);
   if (!d) {
     if (d.looked_at()) count_passthrough();
     return real::readv(fd, iov, cnt);
@@ -309,7 +310,7 @@ ssize_t do_preadv2(int fd, const iovec* iov, int cnt, off_t off, int flags, bool
   };
   if (!active()) return pass();
   Scope scope;
-  DescRef d(fd);
+  HazardRef d(fd);
   if (!d) {
     if (d.looked_at()) count_passthrough();
     return pass();
@@ -355,7 +356,7 @@ ssize_t do_preadv2(int fd, const iovec* iov, int cnt, off_t off, int flags, bool
 off_t do_lseek(int fd, off_t off, int whence) {
   if (!active()) return real::lseek64(fd, off, whence);
   Scope scope;
-  DescRef d(fd);
+  HazardRef d(fd);
   if (!d) {
     if (d.looked_at()) count_passthrough();
     return real::lseek64(fd, off, whence);

@@ -6,9 +6,11 @@
 #include "core/cache.h"
 #include "core/sys.h"
 #include "shim/description.h"
+#include "shim/asym_barrier.h"
 #include "shim/fd_table.h"
 #include "shim/mappings.h"
 #include "shim/splice_from_cache.h"
+#include "shim/hazard.h"
 #include "shim/runtime.h"
 
 namespace upcache::shim {
@@ -68,6 +70,8 @@ void child() {
     d->ra_lock.reset();
     d->shared.store(true, std::memory_order_relaxed);
   });
+  asym_after_fork_child();
+  hazard_after_fork_child();
   runtime_after_fork_child();
   mappings_fork_child();  // the child inherited the parent's shared mappings
   splice_after_fork_child();

@@ -20,7 +20,9 @@
 #include "core/stats_segment.h"
 #include "core/stats_sink.h"
 #include "core/sys.h"
+#include "shim/asym_barrier.h"
 #include "shim/fd_table.h"
+#include "shim/hazard.h"
 #include "shim/kernel_offset.h"
 #include "shim/log.h"
 #include "shim/mappings.h"
@@ -122,6 +124,8 @@ void init() {
     log::line(1, "upcache: initialization failed; passing every call through");
     return;
   }
+  asym_init();
+  hazard_init();
   install_fork_handlers();
   g_ready.store(true, std::memory_order_release);
 }

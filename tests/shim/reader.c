@@ -52,12 +52,13 @@ struct thread_arg {
   int fd;
   uint64_t sum;   // sum over chunks of (offset stamp) — each chunk once
   long chunks;
+  size_t size;    // bytes per read()
 };
 static void* reader_thread(void* p) {
   struct thread_arg* a = p;
   unsigned char b[4096];
   for (;;) {
-    ssize_t r = read(a->fd, b, sizeof b);
+    ssize_t r = read(a->fd, b, a->size);
     if (r <= 0) break;
     a->sum += hash(b, r);
     a->chunks++;
@@ -301,7 +302,7 @@ int main(int argc, char** argv) {
   pthread_t th[4];
   struct thread_arg args[4];
   for (int i = 0; i < 4; ++i) {
-    args[i] = (struct thread_arg){tfd, 0, 0};
+    args[i] = (struct thread_arg){tfd, 0, 0, 4096};
     pthread_create(&th[i], NULL, reader_thread, &args[i]);
   }
   uint64_t sum = 0;
@@ -313,6 +314,31 @@ int main(int argc, char** argv) {
   }
   printf("threads: %ld chunks, sum %016llx, offset at end %lld\n", chunks, (unsigned long long)sum,
          (long long)lseek(tfd, 0, SEEK_CUR));
+  close(tfd);
+
+  // The same after one thread had the description to itself (its position
+  // lock biased to the main thread, which the other threads must revoke),
+  // with small reads: every byte exactly once.
+  tfd = open(path, O_RDONLY);
+  sum = 0;
+  chunks = 0;
+  for (int i = 0; i < 50; ++i) {
+    r = read(tfd, buf, 100);
+    if (r <= 0) break;
+    sum += hash(buf, r);
+    chunks++;
+  }
+  for (int i = 0; i < 4; ++i) {
+    args[i] = (struct thread_arg){tfd, 0, 0, 100};
+    pthread_create(&th[i], NULL, reader_thread, &args[i]);
+  }
+  for (int i = 0; i < 4; ++i) {
+    pthread_join(th[i], NULL);
+    sum += args[i].sum;
+    chunks += args[i].chunks;
+  }
+  printf("threads after an owner: %ld chunks, sum %016llx, offset at end %lld\n", chunks,
+         (unsigned long long)sum, (long long)lseek(tfd, 0, SEEK_CUR));
   close(tfd);
 
   bad_buffers(path);
