@@ -60,7 +60,10 @@ struct Description {
 
   BiasedLock pos_lock;  // f_pos_lock: read/lseek/offset-using pass-through
   FutexLock ra_lock;   // serializes `ra` (pread takes only this one, with try_lock)
-  RaState ra;
+  // On a cache line of its own: every hit stores ra.prev_pos, and threads
+  // preading one description must not make each other miss on the fields
+  // above, which every call reads.
+  alignas(64) RaState ra;
   RaState ra_initial;  // Cache::new_ra_state() at open: the state of a fresh description
 
   Description* next_free = nullptr;  // free list / deferred release list
