@@ -1077,10 +1077,8 @@ int64_t CacheImpl::read_hit(FileRef* file, RaState& ra, uint64_t pos, void* buf,
   // the copy may then hold torn bytes, and is thrown away below. The arena
   // stays mapped, so the copy itself is always safe; a bad user buffer is
   // caught by the guard and left to read(), which reports it exactly.
-  iovec v{buf, n};
-  IovCursor out(&v, 1);
   const char* src = arena_.frame_data(i) + from;
-  if (!guarded_copy_out(out, src, n)) return 0;
+  if (!guarded_copy(buf, src, n)) return 0;
   // A small sequential reader comes back for the next bytes: start bringing
   // them in now (between calls the hardware prefetcher loses the stream; this
   // cut the time of 64-byte reads by a third). Past the page it touches the next

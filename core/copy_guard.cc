@@ -2,6 +2,7 @@
 
 #include <setjmp.h>
 #include <signal.h>
+#include <ucontext.h>
 
 #include "core/sys.h"
 
@@ -48,6 +49,48 @@ bool guarded_copy_out(IovCursor& out, const char* src, uint64_t n) {
   g.src = src;
   g.n = n;
   return run_guarded();
+}
+
+// guarded_copy's body: the fault, if any, happens at the `rep movsb`, with
+// the registers as they were (a fault in a string instruction restarts it).
+extern "C" {
+bool upcache_guarded_movsb(void* dst, const void* src, uint64_t n);
+extern const char upcache_guarded_movsb_copy[];
+extern const char upcache_guarded_movsb_fault[];
+}
+asm(R"(
+  .text
+  .p2align 4
+  .globl upcache_guarded_movsb
+  .hidden upcache_guarded_movsb
+  .type upcache_guarded_movsb, @function
+upcache_guarded_movsb:
+  .cfi_startproc
+  mov %rdx, %rcx
+  .globl upcache_guarded_movsb_copy
+  .hidden upcache_guarded_movsb_copy
+upcache_guarded_movsb_copy:
+  rep movsb
+  mov $1, %eax
+  ret
+  .globl upcache_guarded_movsb_fault
+  .hidden upcache_guarded_movsb_fault
+upcache_guarded_movsb_fault:
+  xor %eax, %eax
+  ret
+  .cfi_endproc
+  .size upcache_guarded_movsb, .-upcache_guarded_movsb
+)");
+
+bool guarded_copy(void* dst, const void* src, uint64_t n) { return upcache_guarded_movsb(dst, src, n); }
+
+bool copy_guard_fixup(void* ucontext) {
+  if (ucontext == nullptr) return false;
+  auto* ctx = static_cast<ucontext_t*>(ucontext);
+  greg_t& pc = ctx->uc_mcontext.gregs[REG_RIP];
+  if (pc != reinterpret_cast<greg_t>(upcache_guarded_movsb_copy)) return false;
+  pc = reinterpret_cast<greg_t>(upcache_guarded_movsb_fault);
+  return true;
 }
 
 void copy_guard_recover(int sig) {

@@ -6,7 +6,9 @@
 // armed on its thread; the process's SIGSEGV/SIGBUS handler (installed by
 // the shim, which owns signal policy) calls copy_guard_recover(), which jumps
 // back to the copy when the fault happened inside a guarded copy, and returns
-// when it did not (the fault is not ours to handle).
+// when it did not (the fault is not ours to handle). The hit fast path uses
+// guarded_copy() instead, which needs no setjmp: the handler calls
+// copy_guard_fixup() first.
 //
 // Thread safety: one guard per thread (initial-exec TLS). Async-signal-safe.
 #pragma once
@@ -20,6 +22,19 @@ namespace upcache {
 // Copies n bytes from src to `out` (see IovCursor::copy_out). Returns false,
 // with the cursor's position undefined, if the copy faulted.
 bool guarded_copy_out(IovCursor& out, const char* src, uint64_t n);
+
+// Copies n bytes from src to dst; false if the copy faulted (how much was
+// copied is then undefined). For the hit fast path: no sigsetjmp per call.
+// The copy is one `rep movsb` at a known address; a fault there is turned by
+// copy_guard_fixup() into a return of false, as the kernel's exception
+// tables turn a fault in copy_to_user into -EFAULT.
+bool guarded_copy(void* dst, const void* src, uint64_t n);
+
+// From a SIGSEGV/SIGBUS handler, with its ucontext: if the fault happened in
+// guarded_copy()'s copy, points the interrupted context at its failure exit
+// and returns true (the handler then returns, which resumes there).
+// Otherwise returns false and changes nothing.
+bool copy_guard_fixup(void* ucontext);
 
 // From a SIGSEGV/SIGBUS handler: if this thread is inside a guarded copy,
 // unblock `sig` and resume the copy's caller (does not return). Otherwise

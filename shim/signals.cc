@@ -266,6 +266,10 @@ void chain(int sig, siginfo_t* info, void* uc, int saved_errno) {
 
 void on_fault(int sig, siginfo_t* info, void* uc) {
   int saved_errno = errno;
+  if (upcache::copy_guard_fixup(uc)) {  // a bad buffer in the hit path's copy: it returns false
+    errno = saved_errno;
+    return;
+  }
   upcache::copy_guard_recover(sig);  // a bad buffer in our copy: does not return
   auto* ctx = static_cast<ucontext_t*>(uc);
   uintptr_t pc = ctx != nullptr ? static_cast<uintptr_t>(ctx->uc_mcontext.gregs[REG_RIP]) : 0;

@@ -5,6 +5,8 @@
 // READAHEAD mark still fires; threads sharing one description get right bytes.
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -17,6 +19,7 @@
 #include <vector>
 
 #include "core/cache.h"
+#include "core/copy_guard.h"
 #include "core/stats.h"
 #include "core/stats_sink.h"
 #include "test_files.h"
@@ -283,6 +286,46 @@ TEST_F(ReadHitTest, ThreadsOnOneDescriptionWithEvictionAndInvalidation) {
   EXPECT_EQ(bad.load(), 0u);
   EXPECT_GT(fast_total.load(), 0u);
   EXPECT_GT(counter(stats::kEvictions), 0u);
+}
+
+// What the shim's SIGSEGV/SIGBUS handler does (shim/signals.cc).
+void fix_or_die(int sig, siginfo_t*, void* uc) {
+  if (copy_guard_fixup(uc)) return;
+  copy_guard_recover(sig);
+  signal(sig, SIG_DFL);
+  raise(sig);
+}
+
+// A bad buffer: the fast path declines without a crash and read() reports it.
+TEST_F(ReadHitTest, BadBufferIsDeclinedNotACrash) {
+  make_cache(8 << 20, 4096, 0);
+  std::string path = dir + "/f";
+  ASSERT_TRUE(write_pattern_file(path, 100000, 8));
+  FileRef* f = open_file(path);
+  ASSERT_NE(f, nullptr);
+  struct sigaction sa {}, old_segv{}, old_bus{};
+  sa.sa_sigaction = fix_or_die;
+  sa.sa_flags = SA_SIGINFO;
+  ASSERT_EQ(sigaction(SIGSEGV, &sa, &old_segv), 0);
+  ASSERT_EQ(sigaction(SIGBUS, &sa, &old_bus), 0);
+  long ps = sysconf(_SC_PAGESIZE);
+  char* m = static_cast<char*>(mmap(nullptr, 2 * ps, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
+  ASSERT_NE(m, MAP_FAILED);
+  ASSERT_EQ(mprotect(m + ps, ps, PROT_READ), 0);
+  RaState ra = cache->new_ra_state();
+  char good[100];
+  ASSERT_EQ(read_at(f, ra, 0, good, 100), 100);  // page 0 cached
+  const uint64_t reads = counter(stats::kReads);
+  EXPECT_EQ(cache->read_hit(f, ra, 0, m + ps, 100), 0);       // read-only: declined
+  EXPECT_EQ(cache->read_hit(f, ra, 0, m + ps - 50, 100), 0);  // bad in the middle: declined
+  EXPECT_EQ(counter(stats::kReads), reads);                    // and not counted
+  EXPECT_EQ(read_at(f, ra, 0, m + ps, 100), -EFAULT);
+  // Still serving through the fast path.
+  ASSERT_EQ(cache->read_hit(f, ra, 10, good, 90), 90);
+  EXPECT_TRUE(bytes_ok(good, 10, 90, 8));
+  sigaction(SIGSEGV, &old_segv, nullptr);
+  sigaction(SIGBUS, &old_bus, nullptr);
+  munmap(m, 2 * ps);
 }
 
 TEST(StatsStripes, ExitedThreadsGiveTheirStripeBack) {
