@@ -1048,7 +1048,7 @@ int64_t CacheImpl::read_hit(FileRef* file, RaState& ra, uint64_t pos, void* buf,
   const uint64_t file_id = file->file_id;
   FrameHint& hint = frame_hint(file_id, page);
   constexpr uint64_t kWant = kHashed | kUptodate | kReferenced;
-  constexpr uint64_t kDecline = kLocked | kIo | kError | kReadahead | kUnread;
+  constexpr uint64_t kDecline = kLocked | kIo | kError | kReadahead | kUnread | kPartial;
   // The hinted frame first; if it no longer holds the page, the index.
   bool hinted = hint.file_id == file_id && hint.page == page && hint.frame < arena_.frame_count();
   uint64_t i = hinted ? hint.frame : 0;

@@ -4,6 +4,7 @@
 
 #include <atomic>
 
+#include "shim/adopt.h"
 #include "shim/asym_barrier.h"
 #include "shim/runtime.h"
 
@@ -104,6 +105,9 @@ HazardRef::HazardRef(int fd) {
   if (__builtin_expect(s == nullptr, 0) && !t.tried) s = claim();
   if (s == nullptr || t.busy || t_depth != 1) {
     d_ = g_fds.acquire(fd, &seen_);
+    // As DescRef: a descriptor the shim never saw made is adopted at its
+    // first call at top level (shim/adopt.h).
+    if (__builtin_expect(seen_ == FdTable::kNone, 0) && t_depth == 1) d_ = adopt_unseen(fd, &seen_);
     counted_ = d_ != nullptr;
     return;
   }
@@ -113,6 +117,10 @@ HazardRef::HazardRef(int fd) {
     seen_ = v;
     if (!FdTable::is_description(v)) {
       s->ptr.store(nullptr, std::memory_order_release);
+      if (__builtin_expect(v == FdTable::kNone, 0)) {
+        d_ = adopt_unseen(fd, &seen_);  // with a reference of its own
+        counted_ = d_ != nullptr;
+      }
       return;
     }
     Description* d = FdTable::as_description(v);

@@ -66,8 +66,9 @@ class HazardRef {
   Description* get() const { return d_; }
   explicit operator bool() const { return d_ != nullptr; }
   Description* operator->() const { return d_; }
-  // The descriptor was opened through a wrapper (cached or not).
-  bool looked_at() const { return seen_ != FdTable::kNone; }
+  // The descriptor was opened through a wrapper (cached or not), as
+  // DescRef::looked_at.
+  bool looked_at() const { return seen_ == FdTable::kPassthrough || d_ != nullptr; }
 
  private:
   Description* d_ = nullptr;

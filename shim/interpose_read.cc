@@ -190,10 +190,11 @@ inline ssize_t finish(int64_t r, int saved_errno) {
 
 ssize_t do_read(int fd, void* buf, size_t n) {
   if (!active()) return nested_read(fd, buf, n);
-  // A descriptor the shim never saw (a pipe, a socket, one inherited at
-  // start-up): straight to the kernel, before any bookkeeping; pass-through
-  // costs this one lookup.
-  if (g_fds.peek(fd) == FdTable::kNone) return real::read(fd, buf, n);
+  // A descriptor adopted as nothing to do (a pipe, a socket, a terminal):
+  // straight to the kernel, before any bookkeeping; pass-through costs this
+  // one lookup. (A descriptor never seen, kNone, takes the long way once:
+  // its first call adopts it, shim/adopt.h.)
+  if (g_fds.peek(fd) == FdTable::kUnseen) return real::read(fd, buf, n);
   Scope scope;
   HazardRef d(fd);
   if (!d) {
@@ -217,7 +218,7 @@ ssize_t do_read(int fd, void* buf, size_t n) {
 
 ssize_t do_pread(int fd, void* buf, size_t n, off_t off) {
   if (!active()) return real::pread64(fd, buf, n, off);
-  if (g_fds.peek(fd) == FdTable::kNone) return real::pread64(fd, buf, n, off);  // as in do_read
+  if (g_fds.peek(fd) == FdTable::kUnseen) return real::pread64(fd, buf, n, off);  // as in do_read
   Scope scope;
   HazardRef d(fd);
   if (!d) {
