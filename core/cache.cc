@@ -145,10 +145,6 @@ class CacheImpl final : public Cache {
   int64_t claim_frame(bool needed);
   void free_claimed(uint32_t frame);
   void finish_io(uint32_t frame, int64_t bytes);
-  static int64_t cached_bytes_of(const FrameDesc& f) {
-    return static_cast<int64_t>(f.valid.load(std::memory_order_relaxed)) -
-           static_cast<int64_t>(f.valid_from.load(std::memory_order_relaxed));
-  }
   void drop_page(uint64_t file_id, uint64_t page);
   void drop_range(uint64_t file_id, uint64_t offset, uint64_t len, uint64_t size_bound);
   void invalidate_inode(const struct stat& st, uint64_t offset, uint64_t len) override;
@@ -162,7 +158,6 @@ class CacheImpl final : public Cache {
   int64_t issue(FileRef* file, uint64_t start, uint64_t count, uint64_t need_end, uint64_t mark,
                 uint64_t pin_page = kNoPin, int64_t* pinned = nullptr);
   static constexpr uint64_t kNoPin = ~0ull;
-  int64_t issue_partial(FileRef* file, uint64_t page, uint64_t from, uint64_t to, int64_t* pinned);
   int64_t submit_run(FileRef* file, uint64_t first_page, const uint32_t* frames, uint32_t n,
                   bool sync);
   void complete_run(uint64_t first_page, const uint32_t* frames, uint32_t n, int64_t result);
@@ -192,9 +187,7 @@ class CacheImpl final : public Cache {
 
 // Hits whose latency is measured: one in kHitSample (per thread).
 constexpr unsigned kHitSample = 64;
-// Unit of a partial-page read: aligned for O_DIRECT on any device whose
-// logical blocks are at most 4 KiB, and the kernel's own page.
-constexpr uint64_t kPartialBlock = 4096;
+
 
 // Is this read one of the sampled ones? A read the fast path declines is
 // counted twice (read_hit, then read); the sample stays about one in 64.
@@ -458,7 +451,7 @@ int64_t CacheImpl::claim_frame(bool needed) {
                      static_cast<uint32_t>(v));
       stats_->add(stats::kEvictions);
       if (s & kUnread) stats_->add(stats::kReadaheadWasted);
-      if (s & kUptodate) stats_->cached_bytes(-cached_bytes_of(f));
+      if (s & kUptodate) stats_->cached_bytes(-static_cast<int64_t>(f.valid.load(std::memory_order_relaxed)));
     }
     // Keep only the version and LOCKED: the frame is ours and free.
     f.state.store((s & ~kFlagsMask) | kLocked, std::memory_order_relaxed);
@@ -522,7 +515,7 @@ void CacheImpl::finish_io(uint32_t frame, int64_t bytes) {
   FrameDesc& f = arena_.frame(frame);
   if (bytes >= 0) {
     f.valid.store(static_cast<uint32_t>(bytes), std::memory_order_relaxed);
-    stats_->cached_bytes(bytes - f.valid_from.load(std::memory_order_relaxed));
+    stats_->cached_bytes(bytes);
   }
   if (bytes < 0) {
     // The error is reported to those waiting now, not cached: the next read
@@ -568,7 +561,7 @@ void CacheImpl::drop_page(uint64_t file_id, uint64_t page) {
     } while (!f.state.compare_exchange_weak(s, next, std::memory_order_acq_rel));
     if (s & kHashed) {
       index_->remove(file_id, page, static_cast<uint32_t>(i));
-      if (s & kUptodate) stats_->cached_bytes(-cached_bytes_of(f));
+      if (s & kUptodate) stats_->cached_bytes(-static_cast<int64_t>(f.valid.load(std::memory_order_relaxed)));
     }
     unpin(f);
   }
@@ -715,7 +708,6 @@ int64_t CacheImpl::issue(FileRef* file, uint64_t start, uint64_t count, uint64_t
     f.file_id.store(file->file_id, std::memory_order_relaxed);
     f.page.store(p, std::memory_order_relaxed);
     f.valid.store(0, std::memory_order_relaxed);
-    f.valid_from.store(0, std::memory_order_relaxed);
     f.io_owner.store(pid_, std::memory_order_relaxed);
     f.io_owner_start.store(pid_start_, std::memory_order_relaxed);
     uint64_t flags = kHashed | kIo;
@@ -758,42 +750,6 @@ int64_t CacheImpl::issue(FileRef* file, uint64_t start, uint64_t count, uint64_t
     stats_->file_add(file->stats_slot, stats::kFileReadahead, readahead);
   }
   return sync_error < 0 ? sync_error : static_cast<int64_t>(needed_read);
-}
-
-// A random read that needs bytes [from, to) of one page it does not have:
-// read only the blocks holding them, as the kernel reads only the pages a
-// small random read asks for. The frame is PARTIAL (see frame.h); on
-// success it is handed back pinned in *pinned. Returns 1 (a page read), 0
-// when the page turned up meanwhile or no frame could be had (the caller
-// looks again), or -errno.
-int64_t CacheImpl::issue_partial(FileRef* file, uint64_t page, uint64_t from, uint64_t to,
-                                 int64_t* pinned) {
-  if (present(file->file_id, page)) return 0;
-  int64_t v = claim_frame(true);
-  if (v < 0) return 0;
-  FrameDesc& f = arena_.frame(v);
-  f.file_id.store(file->file_id, std::memory_order_relaxed);
-  f.page.store(page, std::memory_order_relaxed);
-  f.valid.store(static_cast<uint32_t>(from), std::memory_order_relaxed);
-  f.valid_from.store(static_cast<uint32_t>(from), std::memory_order_relaxed);
-  f.io_owner.store(pid_, std::memory_order_relaxed);
-  f.io_owner_start.store(pid_start_, std::memory_order_relaxed);
-  const uint64_t flags = kHashed | kIo | kPartial | kPinOne | kReferenced;
-  int64_t got = index_->insert_or_get(file->file_id, page, static_cast<uint32_t>(v), [&] {
-    uint64_t s = f.state.load(std::memory_order_relaxed);
-    uint64_t version = (s >> kVersionShift) + 1;
-    f.lock_owner.store(0, std::memory_order_relaxed);  // before LOCKED goes (frame.h)
-    f.state.store((version << kVersionShift) | flags, std::memory_order_release);
-  });
-  if (got != v) {
-    free_claimed(static_cast<uint32_t>(v));
-    return 0;
-  }
-  *pinned = v;
-  iovec iov{arena_.frame_data(static_cast<uint32_t>(v)) + from, to - from};
-  int64_t result = backend_->read_sync(file->backend, (page << shift_) + from, &iov, 1);
-  finish_io(static_cast<uint32_t>(v), result < 0 ? result : static_cast<int64_t>(from) + result);
-  return result < 0 ? result : 1;
 }
 
 void CacheImpl::prefetch(FileRef* file, uint64_t offset, uint64_t len) {
@@ -884,25 +840,9 @@ int64_t CacheImpl::read(FileRef* file, RaState& ra, uint64_t pos, const iovec* i
       // The caller needs [p, last]; whatever the window says, those pages are read now.
       uint64_t need_end = alone ? p + 1 : last + 1;
       int64_t got = 0, more = 0, pinned = -1;
-      // A small random read within one page (the window is just the
-      // request, or there is none) reads only the blocks it needs.
-      uint64_t part_from = 0, part_to = ps;
-      // After a retry (partial frames of others without our bytes), the
-      // whole page, so that the read surely makes progress.
-      if (!alone && retries == 0 && first == last && ps > kPartialBlock &&
-          (w.size == 0 || (w.start == p && w.size == 1 && w.mark == RaWindow::kNoMark))) {
-        uint64_t page_start = p << shift_;
-        part_from = (pos > page_start ? pos - page_start : 0) / kPartialBlock * kPartialBlock;
-        part_to = (end - page_start + kPartialBlock - 1) / kPartialBlock * kPartialBlock;
-        if (part_to > ps) part_to = ps;
-      }
-      if (part_from > 0 || part_to < ps) {
-        got = issue_partial(file, p, part_from, part_to, &pinned);
-      } else {
-        if (w.size == 0 || w.start > p || w.start + w.size < need_end)
-          got = issue(file, p, need_end - p, need_end, RaWindow::kNoMark, p, &pinned);
-        if (w.size > 0 && got >= 0) more = issue(file, w.start, w.size, need_end, w.mark, p, &pinned);
-      }
+      if (w.size == 0 || w.start > p || w.start + w.size < need_end)
+        got = issue(file, p, need_end - p, need_end, RaWindow::kNoMark, p, &pinned);
+      if (w.size > 0 && got >= 0) more = issue(file, w.start, w.size, need_end, w.mark, p, &pinned);
       if (got < 0 || more < 0) {
         if (pinned >= 0) unpin(arena_.frame(pinned));
         if (!alone) {
@@ -968,17 +908,6 @@ int64_t CacheImpl::read(FileRef* file, RaState& ra, uint64_t pos, const iovec* i
     uint64_t from = pos > page_start ? pos - page_start : 0;
     uint64_t to = end - page_start < ps ? end - page_start : ps;
     uint64_t valid = f.valid.load(std::memory_order_relaxed);
-    if ((s & kPartial) && from < f.valid_from.load(std::memory_order_relaxed)) {
-      // A partial page without the bytes we want: read the page again
-      // (our own read will cover them).
-      unpin(f);
-      drop_page(file->file_id, p);
-      if (++retries > 64) {
-        error = -EIO;
-        break;
-      }
-      continue;
-    }
     if (to > valid) {
       // The frame holds less than our idea of the file: it was read when the
       // file was shorter (or the file shrank). Ask the kernel for the size,
@@ -1048,7 +977,7 @@ int64_t CacheImpl::read_hit(FileRef* file, RaState& ra, uint64_t pos, void* buf,
   const uint64_t file_id = file->file_id;
   FrameHint& hint = frame_hint(file_id, page);
   constexpr uint64_t kWant = kHashed | kUptodate | kReferenced;
-  constexpr uint64_t kDecline = kLocked | kIo | kError | kReadahead | kUnread | kPartial;
+  constexpr uint64_t kDecline = kLocked | kIo | kError | kReadahead | kUnread;
   // The hinted frame first; if it no longer holds the page, the index.
   bool hinted = hint.file_id == file_id && hint.page == page && hint.frame < arena_.frame_count();
   uint64_t i = hinted ? hint.frame : 0;

@@ -69,8 +69,8 @@ class Cache {
   // The hit fast path. Serves [pos, pos + n) into `buf` when the range lies
   // in one page that is cached and up to date and the read has nothing else
   // to do: not at or past the known end of file, no READAHEAD mark to act on,
-  // no read-ahead page read for the first time, not a partial page (frame.h:
-  // PARTIAL), the REFERENCED bit already set. Takes no lock and no pin and does no atomic read-modify-write (but
+  // no read-ahead page read for the first time, the REFERENCED bit already
+  // set. Takes no lock and no pin and does no atomic read-modify-write (but
   // the counters of a thread that owns no stripe, stats_sink.h): it
   // finds the frame through the thread's frame hints (frame_hint.h) or the
   // lock-free index, copies, then checks that the frame still held the page

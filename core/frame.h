@@ -25,10 +25,6 @@
 //    linked, or the clock could give it to another page and link it twice.
 //  - UPTODATE and ERROR are set only when IO is cleared; readers sleeping on
 //    IO set WAITERS first, and whoever clears IO wakes them.
-//  - PARTIAL is set with the key and never cleared: a random read that
-//    needed a few blocks of the page read only those, [valid_from, valid).
-//    A reader wanting bytes outside that range drops the frame and reads
-//    the page again; it is never completed in place.
 #pragma once
 
 #include <atomic>
@@ -48,7 +44,6 @@ constexpr uint64_t kLocked = 1ull << 21;      // one owner is (re)assigning the 
 constexpr uint64_t kHashed = 1ull << 22;      // in the index
 constexpr uint64_t kWaiters = 1ull << 23;     // someone sleeps on the futex
 constexpr uint64_t kUnread = 1ull << 24;      // read ahead and not read by anyone yet
-constexpr uint64_t kPartial = 1ull << 25;     // only [valid_from, valid) holds file data
 constexpr uint64_t kFlagsMask = 0xffffffffull;
 constexpr int kVersionShift = 32;
 
@@ -63,7 +58,6 @@ struct alignas(64) FrameDesc {
   std::atomic<uint32_t> next;      // index chain: frame number + 1, 0 ends
   std::atomic<uint32_t> valid;     // bytes of the page that hold file data
   std::atomic<int32_t> io_owner;   // pid that issued the read in flight
-  std::atomic<uint32_t> valid_from; // PARTIAL frames: first byte of the page read (else 0)
   std::atomic<uint64_t> io_owner_start;  // and its start time: a reused pid is another owner
   std::atomic<uint64_t> lock_owner;      // LockOwner of whoever holds LOCKED, 0: nobody
 };

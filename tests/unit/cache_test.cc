@@ -572,48 +572,8 @@ TEST_F(CacheTest, WriteInAnotherProcessWithoutFileRefDropsSharedPages) {
 namespace upcache {
 namespace {
 
-// A small random read reads only the 4 KiB blocks it needs of a page (as the
-// kernel reads only the pages of a small random read); a later read of other
-// bytes of that page reads the whole page again, and every byte is right.
-TEST_F(CacheTest, SmallRandomReadReadsOnlyItsBlocks) {
-  make_cache(8 << 20, 65536);
-  std::string path = dir + "/f";
-  const uint64_t size = 1000000;  // not a multiple of 4 KiB: the last page is short
-  ASSERT_TRUE(write_pattern_file(path, size, 21));
-  FileRef* f = open_file(path);
-  ASSERT_NE(f, nullptr);
-  auto device_bytes = [&] { return counter(stats::kDirectBytes) + counter(stats::kBufferedBytes); };
-  RaState ra = cache->new_ra_state();
-  // 20 bytes across a block boundary in the middle of page 5: blocks 1 and 2.
-  expect_pattern(f, ra, 5 * 65536 + 4090, 20, size, 21);
-  EXPECT_EQ(device_bytes(), 8192u);
-  EXPECT_EQ(counter(stats::kMisses), 1u);
-  // Inside what was read: a hit, nothing read.
-  RaState other = cache->new_ra_state();
-  expect_pattern(f, other, 5 * 65536 + 4096, 4096, size, 21);
-  EXPECT_EQ(device_bytes(), 8192u);
-  EXPECT_EQ(counter(stats::kHits), 1u);
-  // Bytes of the page outside it: the page is read again, whole (a second
-  // random touch of a page suggests more will come).
-  RaState third = cache->new_ra_state();
-  expect_pattern(f, third, 5 * 65536 + 40000, 100, size, 21);
-  EXPECT_EQ(device_bytes(), 8192u + 65536u);
-  // Now all of it is there.
-  RaState fourth = cache->new_ra_state();
-  expect_pattern(f, fourth, 5 * 65536, 65536, size, 21);
-  EXPECT_EQ(device_bytes(), 8192u + 65536u);
-  // Another page, read whole by a random read of all of it: no partial frame.
-  RaState whole = cache->new_ra_state();
-  expect_pattern(f, whole, 9 * 65536, 65536, size, 21);
-  EXPECT_EQ(device_bytes(), 8192u + 2 * 65536u);
-  // The short last page: a random read near the end of file.
-  RaState fifth = cache->new_ra_state();
-  expect_pattern(f, fifth, size - 10, 4096, size, 21);
-  expect_pattern(f, fifth, size - 5000, 100, size, 21);
-}
-
-// Sequential readers never get partial pages: the window reads whole pages,
-// and a partial page left by a random reader is read whole when reached.
+// A sequential reader after scattered random reads: every byte right, and
+// the whole file cached after one pass (a second reads nothing).
 TEST_F(CacheTest, SequentialReadAfterRandomReadsIsWhole) {
   make_cache(8 << 20, 16384);
   std::string path = dir + "/f";

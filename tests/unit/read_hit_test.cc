@@ -344,37 +344,5 @@ TEST(StatsStripes, ExitedThreadsGiveTheirStripeBack) {
   }
 }
 
-// A partial page (a small random read read only its 4 KiB blocks) holds no
-// file data outside [valid_from, valid): the fast path must never serve it,
-// inside or outside that range; read() does, re-reading what is missing.
-TEST_F(ReadHitTest, PartialPagesAreLeftToRead) {
-  make_cache(8 << 20, 16384, 1 << 20);
-  const uint64_t size = 1 << 20;
-  std::string path = dir + "/f";
-  ASSERT_TRUE(write_pattern_file(path, size, 9));
-  FileRef* f = open_file(path);
-  ASSERT_NE(f, nullptr);
-  char buf[4096];
-  RaState random = cache->new_ra_state();
-  // A first read in the middle of page 10: random, reads block 1 of it only.
-  ASSERT_EQ(read_at(f, random, 10 * 16384 + 5000, buf, 100), 100);
-  ASSERT_TRUE(bytes_ok(buf, 10 * 16384 + 5000, 100, 9));
-  const uint64_t positions[] = {10 * 16384 + 0ull, 10 * 16384 + 4096ull, 10 * 16384 + 9000ull};
-  for (uint64_t pos : positions) {
-    RaState ra = cache->new_ra_state();
-    EXPECT_EQ(cache->read_hit(f, ra, pos, buf, 100), 0) << pos;
-  }
-  EXPECT_EQ(counter(stats::kHits), 0u);
-  // read() gives the right bytes (the first one outside the partial range
-  // reads the page whole; after that the fast path may serve it).
-  for (uint64_t pos : positions) {
-    RaState ra = cache->new_ra_state();
-    bool fast = true;
-    memset(buf, 0, sizeof buf);
-    ASSERT_EQ(shim_read(f, ra, pos, buf, 100, &fast), 100);
-    EXPECT_TRUE(bytes_ok(buf, pos, 100, 9)) << pos;
-  }
-}
-
 }  // namespace
 }  // namespace upcache
