@@ -54,12 +54,11 @@ uint64_t FdReserve::soft_limit() const {
 
 int FdReserve::base() const { return base_for_limit(soft_limit()); }
 
-int FdReserve::adopt(int fd) {
-  if (fd < 0) return fd;
+// A close-on-exec copy of `fd` in the reserved range, recorded as ours.
+int FdReserve::copy_high(int fd) {
   uint64_t soft = soft_limit();
   int base = base_for_limit(soft);
   int high = static_cast<uint64_t>(base) < soft ? sys::fcntl(fd, F_DUPFD_CLOEXEC, base) : -EMFILE;
-  sys::close(fd);
   if (high < 0) return high == -EINVAL ? -EMFILE : high;
   if (high >= nbits_ || static_cast<uint64_t>(high) >= soft) {
     // Beyond what we track (or the limit moved under us): not ours to use.
@@ -70,18 +69,16 @@ int FdReserve::adopt(int fd) {
   return high;
 }
 
+int FdReserve::adopt(int fd) {
+  if (fd < 0) return fd;
+  int high = copy_high(fd);
+  sys::close(fd);
+  return high;
+}
+
 int FdReserve::duplicate(int fd) {
   if (!owns(fd)) return -EBADF;
-  uint64_t soft = soft_limit();
-  int base = base_for_limit(soft);
-  int high = static_cast<uint64_t>(base) < soft ? sys::fcntl(fd, F_DUPFD_CLOEXEC, base) : -EMFILE;
-  if (high < 0) return high == -EINVAL ? -EMFILE : high;
-  if (high >= nbits_ || static_cast<uint64_t>(high) >= soft) {
-    sys::close(high);
-    return -EMFILE;
-  }
-  bits_[high / 64].fetch_or(1ull << (high % 64), std::memory_order_acq_rel);
-  return high;
+  return copy_high(fd);
 }
 
 void FdReserve::forget(int fd) {

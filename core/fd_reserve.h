@@ -65,6 +65,7 @@ class FdReserve {
  private:
   void init(uint64_t hard_limit);
   uint64_t soft_limit() const;
+  int copy_high(int fd);  // adopt() without closing `fd`
 
   uint64_t fixed_soft_ = 0;  // 0: read the limit each time
   int nbits_ = 0;
