@@ -561,14 +561,22 @@ def case_segment(E):
     check(out == ["1", "0o600", "False"], "segment in /dev/shm: %s" % out)
 
 
-def case_setuid(E):
+def root_and_nobody(why):
+    """The passwd entry of user nobody when running as root, else None
+    (after printing why the case is skipped)."""
     if os.getuid() != 0:
-        print("SKIP: needs root to make a setuid-root copy")
-        return
+        print("SKIP: needs root (%s)" % why)
+        return None
     try:
-        nobody = pwd.getpwnam("nobody")
+        return pwd.getpwnam("nobody")
     except KeyError:
         print("SKIP: no user nobody")
+        return None
+
+
+def case_setuid(E):
+    nobody = root_and_nobody("to make a setuid-root copy")
+    if nobody is None:
         return
     if not shutil.which("setpriv"):
         print("SKIP: no setpriv")
@@ -835,13 +843,8 @@ def traversable(path):
 
 
 def case_secret_fork(E):
-    if os.getuid() != 0:
-        print("SKIP: needs root (a child that drops privileges to nobody)")
-        return
-    try:
-        nobody = pwd.getpwnam("nobody")
-    except KeyError:
-        print("SKIP: no user nobody")
+    nobody = root_and_nobody("a child that drops privileges to nobody")
+    if nobody is None:
         return
     marker = b"UPCACHE-SECRET-MARKER-5e21d0"
     block = marker + b"." * (4096 - len(marker))

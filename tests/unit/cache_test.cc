@@ -15,6 +15,7 @@
 
 #include "core/stats.h"
 #include "core/stats_sink.h"
+#include "cache_fixture.h"
 #include "test_files.h"
 
 namespace upcache {
@@ -24,40 +25,9 @@ using upcache::testing::fill_pattern;
 using upcache::testing::pattern_byte;
 using upcache::testing::write_pattern_file;
 
-class CacheTest : public ::testing::Test {
+class CacheTest : public upcache::testing::CacheFixture {
  protected:
-  void SetUp() override {
-    dir = upcache::testing::scratch_dir("cache");
-    ASSERT_FALSE(dir.empty());
-    seg = std::make_unique<stats::Segment>();
-    memset(static_cast<void*>(seg.get()), 0, sizeof(stats::Segment));
-    sink = std::make_unique<StatsSink>(seg.get());
-  }
-  void TearDown() override {
-    for (FileRef* f : refs) cache->release(f);
-    for (int fd : fds) close(fd);
-    cache.reset();
-    upcache::testing::remove_dir(dir);
-  }
-  void make_cache(uint64_t bytes, uint64_t page, uint64_t ra_max = 1 << 20, const char* fault = "") {
-    Config c;
-    c.min_file_bytes = 0;
-    c.cache_bytes = bytes;
-    c.page_size = page;
-    c.ra_max_bytes = ra_max;
-    c.fault = fault;
-    std::string err;
-    cache = Cache::create(c, sink.get(), &err);
-    ASSERT_TRUE(cache) << err;
-  }
-  FileRef* open_file(const std::string& path, int flags = O_RDONLY) {
-    int fd = open(path.c_str(), flags);
-    EXPECT_GE(fd, 0) << path;
-    fds.push_back(fd);
-    FileRef* f = cache->attach(fd, path.c_str(), flags);
-    if (f) refs.push_back(f);
-    return f;
-  }
+  CacheTest() : CacheFixture("cache") {}
   int64_t read_at(FileRef* f, RaState& ra, uint64_t pos, std::vector<char>& buf) {
     iovec iov{buf.data(), buf.size()};
     return cache->read(f, ra, pos, &iov, 1);
@@ -72,14 +42,6 @@ class CacheTest : public ::testing::Test {
     for (uint64_t i = 0; i < expect; ++i)
       ASSERT_EQ(static_cast<uint8_t>(buf[i]), pattern_byte(pos + i, salt)) << "at " << pos + i;
   }
-  uint64_t counter(stats::Counter c) { return StatsSink::total(*seg, c); }
-
-  std::string dir;
-  std::unique_ptr<stats::Segment> seg;
-  std::unique_ptr<StatsSink> sink;
-  std::unique_ptr<Cache> cache;
-  std::vector<FileRef*> refs;
-  std::vector<int> fds;
 };
 
 TEST_F(CacheTest, ReadsExactBytesAtAnyOffsetAndSize) {

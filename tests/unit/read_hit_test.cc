@@ -22,6 +22,7 @@
 #include "core/copy_guard.h"
 #include "core/stats.h"
 #include "core/stats_sink.h"
+#include "cache_fixture.h"
 #include "test_files.h"
 
 namespace upcache {
@@ -31,39 +32,9 @@ using upcache::testing::fill_pattern;
 using upcache::testing::pattern_byte;
 using upcache::testing::write_pattern_file;
 
-class ReadHitTest : public ::testing::Test {
+class ReadHitTest : public upcache::testing::CacheFixture {
  protected:
-  void SetUp() override {
-    dir = upcache::testing::scratch_dir("readhit");
-    ASSERT_FALSE(dir.empty());
-    seg = std::make_unique<stats::Segment>();
-    memset(static_cast<void*>(seg.get()), 0, sizeof(stats::Segment));
-    sink = std::make_unique<StatsSink>(seg.get());
-  }
-  void TearDown() override {
-    for (FileRef* f : refs) cache->release(f);
-    for (int fd : fds) close(fd);
-    cache.reset();
-    upcache::testing::remove_dir(dir);
-  }
-  void make_cache(uint64_t bytes, uint64_t page, uint64_t ra_max) {
-    Config c;
-    c.min_file_bytes = 0;
-    c.cache_bytes = bytes;
-    c.page_size = page;
-    c.ra_max_bytes = ra_max;
-    std::string err;
-    cache = Cache::create(c, sink.get(), &err);
-    ASSERT_TRUE(cache) << err;
-  }
-  FileRef* open_file(const std::string& path, int flags = O_RDONLY) {
-    int fd = open(path.c_str(), flags);
-    EXPECT_GE(fd, 0) << path;
-    fds.push_back(fd);
-    FileRef* f = cache->attach(fd, path.c_str(), flags);
-    if (f) refs.push_back(f);
-    return f;
-  }
+  ReadHitTest() : CacheFixture("readhit") {}
   int64_t read_at(FileRef* f, RaState& ra, uint64_t pos, char* buf, uint64_t n) {
     iovec iov{buf, n};
     return cache->read(f, ra, pos, &iov, 1);
@@ -79,7 +50,6 @@ class ReadHitTest : public ::testing::Test {
       if (static_cast<uint8_t>(buf[i]) != pattern_byte(pos + i, salt)) return false;
     return true;
   }
-  uint64_t counter(stats::Counter c) { return StatsSink::total(*seg, c); }
   uint64_t file_counter(stats::FileCounter c) {
     uint64_t sum = 0;
     for (const auto& slot : seg->files)
@@ -87,13 +57,6 @@ class ReadHitTest : public ::testing::Test {
         for (const auto& s : slot.stripes) sum += s.counters[c].load();
     return sum;
   }
-
-  std::string dir;
-  std::unique_ptr<stats::Segment> seg;
-  std::unique_ptr<StatsSink> sink;
-  std::unique_ptr<Cache> cache;
-  std::vector<FileRef*> refs;
-  std::vector<int> fds;
 };
 
 TEST_F(ReadHitTest, ServesExactBytesAndCountsLikeReadHits) {

@@ -1,0 +1,71 @@
+// The fixture of the core::Cache tests: a scratch directory, a statistics
+// segment in ordinary memory with its sink, a cache made by make_cache(), and
+// files attached by open_file(), all released at the end of the test.
+#pragma once
+
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/cache.h"
+#include "core/config.h"
+#include "core/stats.h"
+#include "core/stats_sink.h"
+#include "test_files.h"
+
+namespace upcache::testing {
+
+class CacheFixture : public ::testing::Test {
+ protected:
+  explicit CacheFixture(const char* name) : name_(name) {}
+  void SetUp() override {
+    dir = scratch_dir(name_);
+    ASSERT_FALSE(dir.empty());
+    seg = std::make_unique<stats::Segment>();
+    memset(static_cast<void*>(seg.get()), 0, sizeof(stats::Segment));
+    sink = std::make_unique<StatsSink>(seg.get());
+  }
+  void TearDown() override {
+    for (FileRef* f : refs) cache->release(f);
+    for (int fd : fds) close(fd);
+    cache.reset();
+    remove_dir(dir);
+  }
+  void make_cache(uint64_t bytes, uint64_t page, uint64_t ra_max = 1 << 20, const char* fault = "") {
+    Config c;
+    c.min_file_bytes = 0;
+    c.cache_bytes = bytes;
+    c.page_size = page;
+    c.ra_max_bytes = ra_max;
+    c.fault = fault;
+    std::string err;
+    cache = Cache::create(c, sink.get(), &err);
+    ASSERT_TRUE(cache) << err;
+  }
+  FileRef* open_file(const std::string& path, int flags = O_RDONLY) {
+    int fd = open(path.c_str(), flags);
+    EXPECT_GE(fd, 0) << path;
+    fds.push_back(fd);
+    FileRef* f = cache->attach(fd, path.c_str(), flags);
+    if (f) refs.push_back(f);
+    return f;
+  }
+  uint64_t counter(stats::Counter c) { return StatsSink::total(*seg, c); }
+
+  std::string dir;
+  std::unique_ptr<stats::Segment> seg;
+  std::unique_ptr<StatsSink> sink;
+  std::unique_ptr<Cache> cache;
+  std::vector<FileRef*> refs;
+  std::vector<int> fds;
+
+ private:
+  const char* name_;
+};
+
+}  // namespace upcache::testing
