@@ -551,9 +551,17 @@ def case_segment(E):
     # The default place (/dev/shm) too, while the process lives.
     probe = ("import os,glob,sys,stat\n"
              "d=open(sys.argv[1],'rb').read()\n"
-             "s=glob.glob('/dev/shm/upcache.%d.*' % os.getpid())\n"
+             # A stale segment of an earlier process with our pid, as a killed
+             # process leaves behind: it is not ours and must not be counted.
+             "decoy='/dev/shm/upcache.%d.%016x' % (os.getpid(), 0xdead)\n"
+             "open(decoy,'wb').close()\n"
+             # Our own segment is the one we map: a killed process whose pid
+             # we reuse may have left its own upcache.<pid>.* behind.
+             "s=sorted({l.split(None,5)[5].strip() for l in open('/proc/self/maps')"
+             " if len(l.split(None,5))==6 and l.split(None,5)[5].startswith('/dev/shm/upcache.%d.' % os.getpid())})\n"
              "print(len(s), *[oct(stat.S_IMODE(os.stat(x).st_mode)) for x in s],"
-             " *[sys.argv[2].encode() in open(x,'rb').read() for x in s])\n")
+             " *[sys.argv[2].encode() in open(x,'rb').read() for x in s])\n"
+             "os.unlink(decoy)\n")
     env = E.env()
     del env["UPCACHE_STATS_DIR"]
     out = subprocess.run([sys.executable, "-c", probe, path, marker.decode()], env=env,
