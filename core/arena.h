@@ -25,13 +25,13 @@ namespace upcache {
 struct InodeEntry;
 
 struct Bucket {
-  std::atomic<uint32_t> lock;  // SpinLock word (holder's pid)
+  std::atomic<uint64_t> lock;  // SpinLock word (holder's owner word, core/owner.h)
   std::atomic<uint32_t> head;  // first frame + 1, 0: empty
 };
 
 struct ArenaHeader {
   static constexpr uint64_t kMagic = 0x4548434143505521ull;  // "!UPCACHE"
-  static constexpr uint32_t kVersion = 2;
+  static constexpr uint32_t kVersion = 3;
   // Counters of live writable shared mappings, by hash of (dev, ino): see
   // Cache::mapped_writable. A collision only makes another inode pass through.
   static constexpr uint32_t kMapSlots = 1024;
@@ -49,7 +49,7 @@ struct ArenaHeader {
   uint64_t total_bytes;
   alignas(64) std::atomic<uint64_t> clock_hand;
   alignas(64) std::atomic<uint64_t> next_file_id;
-  alignas(64) std::atomic<uint32_t> inode_lock;
+  alignas(64) std::atomic<uint64_t> inode_lock;
   alignas(64) std::atomic<uint32_t> writable_maps[kMapSlots];
 };
 

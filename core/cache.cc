@@ -34,6 +34,7 @@
 #include "core/heap.h"
 #include "core/inode_table.h"
 #include "core/iov_cursor.h"
+#include "core/owner.h"
 #include "core/page_index.h"
 #include "core/stats_sink.h"
 #include "core/sys.h"
@@ -139,9 +140,9 @@ class CacheImpl final : public Cache {
   int64_t find_pinned(uint64_t file_id, uint64_t page);
   bool present(uint64_t file_id, uint64_t page) const;
   uint64_t wait_io(FrameDesc& f);
-  void reap_dead_owner(int pid, uint64_t start);
+  void reap_dead();
+  void fail_orphaned_io(FrameDesc& f, uint32_t i, uint64_t owner);
   bool recover_locked(uint32_t frame);
-  void reap_dead_lockers();
   int64_t claim_frame(bool needed);
   void free_claimed(uint32_t frame);
   void finish_io(uint32_t frame, int64_t bytes);
@@ -177,8 +178,7 @@ class CacheImpl final : public Cache {
   std::unique_ptr<Backend> backend_;
   unsigned shift_ = 0;
   int pid_ = 0;
-  uint64_t pid_start_ = 0;  // this process's start time (see FrameDesc::io_owner_start)
-  uint64_t lock_word_ = 0;  // lock_owner_word(pid_, pid_start_)
+  uint64_t self_word_ = 0;  // owner_self(): names this process in io_owner, lock_owner
 
   pthread_mutex_t files_lock_ = PTHREAD_MUTEX_INITIALIZER;
   FileRef* files_ = nullptr;
@@ -215,8 +215,7 @@ bool CacheImpl::init(std::string* error) {
   if (!arena_.create(config_.page_size, config_.frame_count(), error)) return false;
   shift_ = arena_.page_shift();
   pid_ = sys::getpid();
-  pid_start_ = sys::proc_stat(pid_).start_time;
-  lock_word_ = lock_owner_word(pid_, pid_start_);
+  self_word_ = owner_self();
   index_ = heap_new<PageIndex>(arena_);
   inodes_ = heap_new<InodeTable>(arena_);
   eviction_ = heap_new<ClockPolicy>(arena_);
@@ -382,15 +381,18 @@ uint64_t CacheImpl::wait_io(FrameDesc& f) {
       if (!f.state.compare_exchange_weak(s, s | kWaiters, std::memory_order_acquire)) continue;
       s |= kWaiters;
     }
-    int rc = futex_wait(low_word(&f.state), static_cast<uint32_t>(s), 50ull * 1000 * 1000);
+    // Short sleeps first: a read is usually done in well under 5 ms, and an
+    // issuer that was killed is noticed as soon as the first one ends.
+    uint64_t timeout_ns = (5ull * 1000 * 1000) << (sleeps < 3 ? sleeps : 3);
+    int rc = futex_wait(low_word(&f.state), static_cast<uint32_t>(s), timeout_ns);
     s = f.state.load(std::memory_order_acquire);
-    if (rc == -ETIMEDOUT && (s & kIo) && ++sleeps % 4 == 0) {
+    if (rc == -ETIMEDOUT && (s & kIo)) {
+      ++sleeps;
       // The issuer may have died (SIGKILL in a forked worker): nobody would
       // ever complete this read. Fail it so the caller retries.
-      int owner = f.io_owner.load(std::memory_order_relaxed);
-      uint64_t start = f.io_owner_start.load(std::memory_order_relaxed);
-      if (owner != pid_ && owner > 0 && !sys::pid_alive(owner, start)) {
-        reap_dead_owner(owner, start);
+      uint64_t owner = f.io_owner.load(std::memory_order_relaxed);
+      if (owner != self_word_ && owner != 0 && owner_gone(owner)) {
+        reap_dead();
         s = f.state.load(std::memory_order_acquire);
       }
     }
@@ -398,47 +400,83 @@ uint64_t CacheImpl::wait_io(FrameDesc& f) {
   return s;
 }
 
-// A process died with reads in flight (SIGKILL, or exit with readahead
-// queued): nobody will complete them. Fail every frame it owned at once, so
-// their waiters read the pages again themselves instead of each waiting out
-// its own timeout. Rare; a scan of the descriptors is fine.
-void CacheImpl::reap_dead_owner(int pid, uint64_t start) {
+// Processes that died (SIGKILL in a forked worker, or exit with readahead
+// queued) leave their reads in flight and their claims LOCKED for good:
+// nobody else would ever complete them. Fail those reads (their waiters read
+// the pages again themselves) and finish those claims, all in one scan of
+// the descriptors, asking /proc once per owner. Rare: called by a reader
+// that waited long on a frame, and by a claim that finds no free frame
+// (frames left in flight by the dead can be all there is).
+void CacheImpl::reap_dead() {
+  struct Verdict {
+    uint64_t owner;
+    bool gone;
+  };
+  Verdict memo[16];
+  int nmemo = 0;
+  auto gone = [&](uint64_t owner) {
+    if (owner == 0 || owner == self_word_) return false;
+    for (int k = 0; k < nmemo; ++k)
+      if (memo[k].owner == owner) return memo[k].gone;
+    bool verdict = owner_gone(owner);
+    if (nmemo < 16) memo[nmemo++] = {owner, verdict};
+    return verdict;
+  };
   for (uint64_t i = 0; i < arena_.frame_count(); ++i) {
     FrameDesc& f = arena_.frame(i);
     uint64_t s = f.state.load(std::memory_order_acquire);
-    if (!(s & kIo) || f.io_owner.load(std::memory_order_relaxed) != pid ||
-        f.io_owner_start.load(std::memory_order_relaxed) != start)
-      continue;
-    // Unlink while IO still protects the frame (see finish_io).
-    index_->remove(f.file_id.load(std::memory_order_relaxed), f.page.load(std::memory_order_relaxed),
-                   static_cast<uint32_t>(i));
-    uint64_t next;
-    do {
-      next = (s & ~(kIo | kHashed | kWaiters | kReadahead | kUnread)) | kError;
-    } while ((s & kIo) && !f.state.compare_exchange_weak(s, next, std::memory_order_acq_rel));
-    futex_wake_all(low_word(&f.state));
+    if ((s & kIo) && gone(f.io_owner.load(std::memory_order_relaxed))) {
+      fail_orphaned_io(f, static_cast<uint32_t>(i), f.io_owner.load(std::memory_order_relaxed));
+    }
+    if (gone(f.lock_owner.load(std::memory_order_relaxed))) recover_locked(static_cast<uint32_t>(i));
   }
+}
+
+// Fails the read in flight on frame `i`, issued by `owner`, who is gone. The
+// frame is pinned meanwhile, so that another reaper failing it too cannot
+// let the clock give it to another page while we unlink it.
+void CacheImpl::fail_orphaned_io(FrameDesc& f, uint32_t i, uint64_t owner) {
+  uint64_t s = f.state.load(std::memory_order_relaxed);
+  do {
+    if (!(s & kIo) || pins(s) == kPinMask) return;
+  } while (!f.state.compare_exchange_weak(s, s + kPinOne, std::memory_order_acquire, std::memory_order_relaxed));
+  if (f.io_owner.load(std::memory_order_relaxed) != owner) {
+    unpin(f);  // failed and given to another page since the scan looked
+    return;
+  }
+  // Unlink while IO still protects the key (see finish_io); our pin keeps
+  // the frame from being reused until we are done.
+  index_->remove(f.file_id.load(std::memory_order_relaxed), f.page.load(std::memory_order_relaxed), i);
+  s = f.state.load(std::memory_order_relaxed);
+  uint64_t next;
+  do {
+    if (!(s & kIo)) break;  // another reaper was first
+    next = (s & ~(kIo | kHashed | kWaiters | kReadahead | kUnread)) | kError;
+  } while (!f.state.compare_exchange_weak(s, next, std::memory_order_acq_rel, std::memory_order_relaxed));
+  futex_wake_all(low_word(&f.state));
+  unpin(f);
 }
 
 // A frame for a new page. Readahead gives up at once when every frame is
 // pinned or in flight (the window just ends early); a page the caller needs
 // waits for one to come free — frames in flight free up as their reads
-// complete — for up to kClaimPatienceNs, after which the read is passed to
-// the kernel (-ENOBUFS).
+// complete, and those of dead processes are reaped — for up to
+// kClaimPatienceNs, after which the read gives up (-ENOBUFS: the caller
+// returns what it has or passes the read to the kernel).
 int64_t CacheImpl::claim_frame(bool needed) {
-  constexpr uint64_t kClaimPatienceNs = 10ull * 1000 * 1000 * 1000;
+  constexpr uint64_t kClaimPatienceNs = 2ull * 1000 * 1000 * 1000;
   uint64_t deadline = 0;
   unsigned idle_sweeps = 0;
   for (;;) {
-    int64_t v = eviction_->take_victim(lock_word_);
+    int64_t v = eviction_->take_victim(self_word_);
     if (v == EvictionPolicy::kNone) {
       if (!needed) return -1;
       uint64_t now = now_ns();
       if (deadline == 0) deadline = now + kClaimPatienceNs;
       if (now > deadline) return -1;
-      // Every frame busy for a while: maybe some were left LOCKED by a
-      // process that was killed while it claimed them.
-      if (++idle_sweeps % 2048 == 0) reap_dead_lockers();
+      // Every frame busy: maybe many are held by processes that were killed
+      // (reads in flight, claims LOCKED). At once, then now and then.
+      if (idle_sweeps++ % 256 == 0) reap_dead();
       struct timespec ts = {0, 50 * 1000};
       sys::raw(SYS_nanosleep, reinterpret_cast<long>(&ts), 0);
       continue;
@@ -466,16 +504,6 @@ void CacheImpl::free_claimed(uint32_t frame) {
   f.state.store(s & ~kFlagsMask, std::memory_order_release);
 }
 
-namespace {
-// Is the process named by a lock_owner word gone (exited, a zombie, or its
-// pid now another process's)?
-bool lock_owner_dead(uint64_t word) {
-  sys::ProcStat st = sys::proc_stat(lock_owner_pid(word));
-  if (st.state == 0 || st.state == 'Z' || st.state == 'X' || st.state == 'x') return true;
-  return st.start_time != 0 && static_cast<uint32_t>(st.start_time) != lock_owner_start(word);
-}
-}  // namespace
-
 // A frame is LOCKED by a process that is gone: it was killed between taking
 // the frame for a new page and publishing it (claim_frame, issue). Finish
 // the claim for it: unlink whatever key the frame holds (it may be linked
@@ -485,9 +513,9 @@ bool lock_owner_dead(uint64_t word) {
 bool CacheImpl::recover_locked(uint32_t frame) {
   FrameDesc& f = arena_.frame(frame);
   uint64_t owner = f.lock_owner.load(std::memory_order_acquire);
-  if (owner == 0 || owner == lock_word_ || !lock_owner_dead(owner)) return false;
+  if (owner == 0 || owner == self_word_ || !owner_gone(owner)) return false;
   // One taker: the owner word moves from the dead process to us.
-  if (!f.lock_owner.compare_exchange_strong(owner, lock_word_, std::memory_order_acq_rel)) return false;
+  if (!f.lock_owner.compare_exchange_strong(owner, self_word_, std::memory_order_acq_rel)) return false;
   uint64_t s = f.state.load(std::memory_order_acquire);
   if (s & kLocked) {
     index_->remove(f.file_id.load(std::memory_order_relaxed), f.page.load(std::memory_order_relaxed), frame);
@@ -500,15 +528,6 @@ bool CacheImpl::recover_locked(uint32_t frame) {
     f.lock_owner.store(0, std::memory_order_release);
   }
   return true;
-}
-
-// Every frame whose owner word names a dead process. Rare (claims waiting
-// for a free frame); a scan of the descriptors is fine.
-void CacheImpl::reap_dead_lockers() {
-  for (uint64_t i = 0; i < arena_.frame_count(); ++i) {
-    if (arena_.frame(i).lock_owner.load(std::memory_order_relaxed) != 0)
-      recover_locked(static_cast<uint32_t>(i));
-  }
 }
 
 void CacheImpl::finish_io(uint32_t frame, int64_t bytes) {
@@ -612,6 +631,7 @@ int64_t CacheImpl::submit_run(FileRef* file, uint64_t first_page, const uint32_t
   }
   uint64_t offset = first_page << shift_;
   if (!sync) {
+    if (__builtin_expect(fault_lose_async_armed(), 0)) return 0;  // frames stay in flight (tests)
     AsyncRequest* r = take_request();
     if (r != nullptr) {
       r->count = n;
@@ -703,13 +723,17 @@ int64_t CacheImpl::issue(FileRef* file, uint64_t start, uint64_t count, uint64_t
       submit_pending();
       v = claim_frame(true);
     }
-    if (v < 0) break;  // no frame to be had: the window ends early
+    if (v < 0) {
+      // No frame to be had: the window ends early; a page the caller needs
+      // waited its patience out, and the caller must not wait again.
+      if (needed) sync_error = -ENOBUFS;
+      break;
+    }
     FrameDesc& f = arena_.frame(v);
     f.file_id.store(file->file_id, std::memory_order_relaxed);
     f.page.store(p, std::memory_order_relaxed);
     f.valid.store(0, std::memory_order_relaxed);
-    f.io_owner.store(pid_, std::memory_order_relaxed);
-    f.io_owner_start.store(pid_start_, std::memory_order_relaxed);
+    f.io_owner.store(self_word_, std::memory_order_relaxed);
     uint64_t flags = kHashed | kIo;
     if (p == mark) flags |= kReadahead;
     if (!needed) flags |= kUnread;
@@ -845,6 +869,10 @@ int64_t CacheImpl::read(FileRef* file, RaState& ra, uint64_t pos, const iovec* i
       if (w.size > 0 && got >= 0) more = issue(file, w.start, w.size, need_end, w.mark, p, &pinned);
       if (got < 0 || more < 0) {
         if (pinned >= 0) unpin(arena_.frame(pinned));
+        if (got == -ENOBUFS || more == -ENOBUFS) {
+          error = -ENOBUFS;  // no frame for a page we need, after waiting (claim_frame)
+          break;
+        }
         if (!alone) {
           alone = true;
           continue;
@@ -1179,10 +1207,9 @@ int CacheImpl::advise(FileRef* file, RaState& ra, uint64_t offset, uint64_t len,
 }
 
 void CacheImpl::after_fork_child() {
-  SpinLock::fork_generation().fetch_add(1, std::memory_order_relaxed);
+  owner_fork_generation().fetch_add(1, std::memory_order_release);
   pid_ = sys::getpid();
-  pid_start_ = sys::proc_stat(pid_).start_time;
-  lock_word_ = lock_owner_word(pid_, pid_start_);
+  self_word_ = owner_self();
   // The parent's engine threads do not exist here; its queued requests finish
   // in the parent (the frames are shared, and their IO flag is cleared there).
   for (int i = 0; i < kAsyncRequests; ++i) requests_[i].busy.store(0, std::memory_order_relaxed);

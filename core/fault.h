@@ -74,4 +74,12 @@ class FaultSpec {
 void fault_arm_kill_in_claim();
 bool fault_kill_in_claim_armed();
 
+// Test hook, process-wide: from now on this process's asynchronous reads
+// (readahead, WILLNEED) are never sent to the device, their frames stay in
+// flight, as those of a process killed before its reads completed. Only
+// tests call it (in a forked child that then dies); one relaxed load per
+// asynchronous run.
+void fault_arm_lose_async();
+bool fault_lose_async_armed();
+
 }  // namespace upcache

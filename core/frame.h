@@ -10,7 +10,7 @@
 //    the one owner, or while IO is set by the one issuer (valid only).
 //  - LOCKED is taken only from pins == 0 and !IO: a pinned or in-flight frame
 //    is never evicted or overwritten. Whoever takes it first claims
-//    `lock_owner` (0 -> its LockOwner word), and clears it again before it
+//    `lock_owner` (0 -> its owner word, core/owner.h), and clears it again before it
 //    lets LOCKED go: a process killed while it holds LOCKED is known by
 //    that word, and a reader stuck on the frame finishes the claim for it
 //    (CacheImpl::recover_locked). Killed between claiming `lock_owner` and
@@ -57,19 +57,10 @@ struct alignas(64) FrameDesc {
   std::atomic<uint64_t> page;      // page index in the file
   std::atomic<uint32_t> next;      // index chain: frame number + 1, 0 ends
   std::atomic<uint32_t> valid;     // bytes of the page that hold file data
-  std::atomic<int32_t> io_owner;   // pid that issued the read in flight
-  std::atomic<uint64_t> io_owner_start;  // and its start time: a reused pid is another owner
-  std::atomic<uint64_t> lock_owner;      // LockOwner of whoever holds LOCKED, 0: nobody
+  std::atomic<uint64_t> io_owner;        // owner word (core/owner.h) of the read in flight's issuer
+  std::atomic<uint64_t> lock_owner;      // owner word (core/owner.h) of whoever holds LOCKED, 0: nobody
 };
 
-// Who holds a frame LOCKED: pid in the low half, the low 32 bits of its start
-// time (clock ticks after boot) in the high half, so that a reused pid is
-// told apart. Never 0 for a real process.
-inline uint64_t lock_owner_word(int pid, uint64_t start_time) {
-  return (start_time << 32) | static_cast<uint32_t>(pid);
-}
-inline int lock_owner_pid(uint64_t word) { return static_cast<int>(word & 0xffffffffu); }
-inline uint32_t lock_owner_start(uint64_t word) { return static_cast<uint32_t>(word >> 32); }
 static_assert(sizeof(FrameDesc) == 64, "one cache line per frame descriptor");
 
 }  // namespace upcache

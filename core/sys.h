@@ -125,8 +125,18 @@ inline int gettid() { return static_cast<int>(raw(SYS_gettid)); }
 // What /proc/PID/stat says of a process: its state letter and its start time
 // (clock ticks after boot). state is 0 when the process does not exist.
 struct ProcStat {
-  char state = 0;
-  uint64_t start_time = 0;
+  char state = 0;            // of the thread-group leader; 0: no such process
+  uint64_t num_threads = 0;  // threads of the process not yet released
+  uint64_t start_time = 0;   // clock ticks after boot, 0: unknown
+  // Can it still run and finish what it started? A zombie (exited, not yet
+  // reaped) cannot, though it still answers kill(pid, 0). But the leader
+  // shows as a zombie as soon as the main thread exits (pthread_exit, or the
+  // first thread to die of a SIGKILL) while other threads still run or still
+  // wait for their I/O: the process is gone only when it is its last thread.
+  bool can_run() const {
+    if (state == 0 || state == 'X' || state == 'x') return false;
+    return state != 'Z' || num_threads > 1;
+  }
 };
 inline ProcStat proc_stat(int pid) {
   ProcStat out;
@@ -155,21 +165,24 @@ inline ProcStat proc_stat(int pid) {
     if (buf[i] == ')') { p = buf + i + 1; break; }
   if (p == nullptr || p[0] != ' ' || p[1] == 0) return out;
   out.state = p[1];
-  // Field 22 (starttime) is the 20th after the ')'.
+  // Field N of proc(5) is the (N-2)th after the ')': num_threads (20) the
+  // 18th, starttime (22) the 20th.
+  auto number_at = [](const char*& q, int& field, int want) {
+    for (; *q && field < want - 1; ++q)
+      if (*q == ' ') ++field;
+    uint64_t v = 0;
+    while (*q >= '0' && *q <= '9') v = v * 10 + uint64_t(*q++ - '0');
+    return v;
+  };
   int field = 0;
-  for (p += 1; *p && field < 19; ++p)
-    if (*p == ' ') ++field;
-  while (*p >= '0' && *p <= '9') out.start_time = out.start_time * 10 + uint64_t(*p++ - '0');
+  p += 1;
+  out.num_threads = number_at(p, field, 18);
+  out.start_time = number_at(p, field, 20);
   return out;
 }
 
-// Whether process `pid` can still finish what it started. A zombie (exited,
-// not yet reaped) cannot; nor can a process whose start time differs from
-// `start_time` when one is given (the pid was reused by another process).
-inline bool pid_alive(int pid, uint64_t start_time = 0) {
-  ProcStat st = proc_stat(pid);
-  if (st.state == 0 || st.state == 'Z' || st.state == 'X' || st.state == 'x') return false;
-  return start_time == 0 || st.start_time == 0 || st.start_time == start_time;
-}
+// Whether process `pid` can still finish what it started (see can_run). To
+// tell a reused pid apart, use an owner word (core/owner.h).
+inline bool pid_alive(int pid) { return proc_stat(pid).can_run(); }
 
 }  // namespace upcache::sys

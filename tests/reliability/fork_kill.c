@@ -228,6 +228,14 @@ static void fail_hang(const char* what, int i) {
          " for %d s or more)\n", what, i, i >= 0 ? g_pids[i] : 0, atomic_load(&w->cur_off),
          atomic_load(&w->cur_len), kHangSeconds);
   fflush(stdout);
+  if (getenv("FORK_KILL_HOLD_ON_HANG") != NULL) {
+    // For debugging a hang by hand: keep every process as it is, to attach gdb.
+    printf("holding: parent %d workers", (int)getpid());
+    for (int j = 0; j < g_workers; ++j) printf(" %d", (int)g_pids[j]);
+    printf("\n");
+    fflush(stdout);
+    for (;;) pause();
+  }
   kill_all();
   _exit(1);
 }

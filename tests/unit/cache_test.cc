@@ -621,5 +621,54 @@ TEST_F(CacheTest, WorkerKilledWhileClaimingAFrameDoesNotLockThePage) {
   EXPECT_EQ(counter(stats::kDirectBytes) + counter(stats::kBufferedBytes), before);
 }
 
+TEST_F(CacheTest, FramesLeftInFlightByADeadWorkerAreReapedByAClaim) {
+  // A forked worker killed with its readahead in flight leaves those frames
+  // in flight for good. When they are every frame there is, a reader of
+  // another page finds no frame to claim and nothing to wait on: the claim
+  // itself must reap them (found by rel_fork_kill: a read that never
+  // returned, every frame in flight by two killed workers).
+  const uint64_t page = 16384, frames = 16, size = 64 * page;
+  make_cache(frames * page, page, 0);
+  std::string path = dir + "/f";
+  ASSERT_TRUE(write_pattern_file(path, size, 29));
+  FileRef* f = open_file(path);
+  ASSERT_NE(f, nullptr);
+  for (int reap_first = 0; reap_first < 2; ++reap_first) {
+    const uint64_t base = reap_first * frames * page;  // pages not cached yet
+    pid_t pid = fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+      cache->after_fork_child();
+      fault_arm_lose_async();
+      // WILLNEED takes at most half the cache at a time: twice, every frame.
+      cache->prefetch(f, base, frames / 2 * page);
+      cache->prefetch(f, base + frames / 2 * page, frames / 2 * page);
+      _exit(0);  // dies with all of them in flight
+    }
+    int status = 0;
+    if (reap_first) {
+      ASSERT_EQ(waitpid(pid, &status, 0), pid);
+    } else {
+      siginfo_t info{};
+      ASSERT_EQ(waitid(P_PID, pid, &info, WEXITED | WNOWAIT), 0);  // a zombie now
+    }
+    uint64_t errors_before = counter(stats::kIoErrors);
+    // Pages the dead worker never read, then the ones it left in flight.
+    for (uint64_t pos = size - frames * page; pos < size; pos += page) {
+      RaState ra = cache->new_ra_state();
+      expect_pattern(f, ra, pos, page, size, 29);
+    }
+    for (uint64_t pos = base; pos < base + frames * page; pos += page) {
+      RaState ra = cache->new_ra_state();
+      expect_pattern(f, ra, pos, page, size, 29);
+    }
+    EXPECT_EQ(counter(stats::kIoErrors), errors_before) << "reaping is not a device error";
+    if (!reap_first) {
+      ASSERT_EQ(waitpid(pid, &status, 0), pid);
+    }
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  }
+}
+
 }  // namespace
 }  // namespace upcache

@@ -14,7 +14,7 @@ namespace {
 
 using namespace frame_state;
 
-constexpr uint64_t kOwner = 0x1234'00000042ull;  // lock_owner_word(0x42, 0x1234)
+constexpr uint64_t kOwner = 0x1234'00000042ull;  // owner_word(0x42, 0x1234)
 
 class ClockTest : public ::testing::Test {
  protected:
