@@ -4,6 +4,7 @@
 // (kernel then upcache, upcache then kernel on the next repetition), each in
 // a fresh worker process (bench/worker.h), and reports medians, spread and
 // ratios (bench/report.h).
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -24,7 +25,9 @@ using namespace upcache::bench;
 namespace {
 
 // The modes a workload runs in, in the order of one repetition.
-std::vector<Mode> modes_for(const Workload& w, const Options& o, unsigned rep) {
+// `direct_ok`: the file can be opened with O_DIRECT (not on tmpfs, say), so
+// the device limit can be measured.
+std::vector<Mode> modes_for(const Workload& w, const Options& o, unsigned rep, bool direct_ok) {
   std::vector<Mode> order;
   bool kernel_first = rep % 2 == 0;
   auto pair = [&](Mode k, Mode u) {
@@ -34,6 +37,7 @@ std::vector<Mode> modes_for(const Workload& w, const Options& o, unsigned rep) {
   if (w.kind != Kind::kPipe) pair(Mode::kKernelCold, Mode::kUpcacheCold);
   pair(Mode::kKernelWarm, Mode::kUpcacheWarm);
   if (reads_file(w.kind)) order.push_back(Mode::kLimit);
+  if (direct_ok && has_device_limit(w.kind)) order.push_back(Mode::kDevice);
   if (o.modes.empty()) return order;
   std::vector<Mode> kept;
   for (Mode m : order)
@@ -82,6 +86,7 @@ int main(int argc, char** argv) {
   bool needs_file = false;
   for (const auto& w : workloads) needs_file |= reads_file(w.kind);
   bool remove_file = false;
+  bool direct_ok = false;
   if (needs_file) {
     if (o.file.empty()) {
       o.file = o.dir + "/upcache-bench-" + format_size(o.size) + ".dat";
@@ -100,6 +105,9 @@ int main(int argc, char** argv) {
     }
     report.file = o.file;
     report.file_size = st.st_size;
+    int probe = open(o.file.c_str(), O_RDONLY | O_CLOEXEC | O_DIRECT);
+    direct_ok = probe >= 0;
+    if (probe >= 0) close(probe);
   }
   report.drop_method = access("/proc/sys/vm/drop_caches", W_OK) == 0 ? "drop_caches" : "fadvise";
 
@@ -108,7 +116,7 @@ int main(int argc, char** argv) {
     WorkloadResult res;
     res.name = base.kind == Kind::kCmd ? "cmd" : base.name();
     for (unsigned rep = 0; rep < o.reps && status == 0; ++rep) {
-      for (Mode m : modes_for(base, o, rep)) {
+      for (Mode m : modes_for(base, o, rep, direct_ok)) {
         Workload w = base;
         size_workload(&w, report.file_size, is_cold(m));
         Sample s;

@@ -73,6 +73,30 @@ struct MemSource {
   int64_t splice_read(int, int, char* buf, uint64_t n) { return read(buf, n); }
 };
 
+// The device limit: what a cache reading whole 4 KiB blocks with O_DIRECT
+// into memory it already has would cost. Random patterns only (the others
+// never reach read/readv/splice here: run_direct refuses them).
+constexpr uint64_t kBlock = 4096;
+struct DirectSource {
+  int fd;
+  std::shared_ptr<char> bounce;  // kScanBs + 2 blocks, aligned, faulted in
+  int64_t pread(char* buf, uint64_t n, uint64_t off) {
+    uint64_t lo = off & ~(kBlock - 1);
+    uint64_t hi = (off + n + kBlock - 1) & ~(kBlock - 1);
+    ssize_t r = ::pread(fd, bounce.get(), hi - lo, lo);
+    if (r < 0) return r;
+    uint64_t skip = off - lo;
+    uint64_t got = uint64_t(r) > skip ? std::min(n, uint64_t(r) - skip) : 0;
+    memcpy(buf, bounce.get() + skip, got);
+    consume(buf);
+    return got;
+  }
+  int64_t read(char*, uint64_t) { errno = EINVAL; return -1; }
+  int64_t readv(const iovec*, int) { errno = EINVAL; return -1; }
+  bool rewind() { return false; }
+  int64_t splice_read(int, int, char*, uint64_t) { errno = EINVAL; return -1; }
+};
+
 template <class Src>
 int64_t sequential(const Plan& p, Src& src, char* buf, std::string* error) {
   const Workload& w = p.w;
@@ -227,6 +251,20 @@ int64_t run_fd(const Plan& plan, int fd, std::string* error) {
 int64_t run_mem(const Plan& plan, const char* mem, std::string* error) {
   uint64_t size = plan.file_size;
   return run(plan, [mem, size] { return MemSource{mem, size}; }, error);
+}
+
+int64_t run_direct(const Plan& plan, int direct_fd, std::string* error) {
+  if (!has_device_limit(plan.w.kind)) {
+    *error = "the device limit is defined for random patterns only";
+    return -1;
+  }
+  if (plan.w.bs > kScanBs) {
+    *error = "the device limit is defined for requests up to 1 MiB";
+    return -1;
+  }
+  return run(plan, [direct_fd] {
+    return DirectSource{direct_fd, std::shared_ptr<char>(alloc_buf(kScanBs + 2 * kBlock), free)};
+  }, error);
 }
 
 int64_t run_pipe(const Plan& plan, std::string* error) {

@@ -26,6 +26,10 @@ Plan prepare(const Workload& w, uint64_t file_size, uint64_t seed);
 int64_t run_fd(const Plan& plan, int fd, std::string* error);
 // The same pass done with memcpy from `mem` (an anonymous copy of the file).
 int64_t run_mem(const Plan& plan, const char* mem, std::string* error);
+// Random patterns only (has_device_limit): each request widened to whole
+// 4 KiB blocks and read with pread on `direct_fd` (opened O_DIRECT) into a
+// buffer faulted in beforehand, then copied to the caller's buffer.
+int64_t run_direct(const Plan& plan, int direct_fd, std::string* error);
 // kPipe: `ops` read()s of `bs` from a pipe; returns the nanoseconds spent in
 // read() only (the writes that refill the pipe are not timed).
 int64_t run_pipe(const Plan& plan, std::string* error);

@@ -76,6 +76,8 @@ double WorkloadResult::ratio_cold() const { return ratio(*this, Mode::kKernelCol
 double WorkloadResult::ratio_warm() const { return ratio(*this, Mode::kKernelWarm, Mode::kUpcacheWarm); }
 double WorkloadResult::kernel_of_limit() const { return ratio(*this, Mode::kLimit, Mode::kKernelWarm); }
 double WorkloadResult::upcache_of_limit() const { return ratio(*this, Mode::kLimit, Mode::kUpcacheWarm); }
+double WorkloadResult::kernel_of_device() const { return ratio(*this, Mode::kDevice, Mode::kKernelCold); }
+double WorkloadResult::upcache_of_device() const { return ratio(*this, Mode::kDevice, Mode::kUpcacheCold); }
 
 void print_table(FILE* out, const Report& r) {
   fprintf(out, "file %s (%" PRIu64 " bytes), %u repetitions, cold = %s, lib %s\n\n", r.file.c_str(),
@@ -87,17 +89,19 @@ void print_table(FILE* out, const Report& r) {
       fprintf(out, "%-18s %-13s %10s %10s %10s %10s %10.1f %8ldM\n", w.name.c_str(), mode_name(m),
               fmt_time(s.median).c_str(), fmt_time(s.min).c_str(), fmt_time(s.max).c_str(),
               fmt_time(s.q3 - s.q1).c_str(), s.mib_s(), s.maxrss_kib / 1024);
-  fprintf(out, "\nratio kernel/upcache (above 1: upcache faster); of limit = memcpy time / time\n");
-  fprintf(out, "%-18s %10s %10s %16s %17s\n", "workload", "cold", "warm", "kernel of limit",
-          "upcache of limit");
+  fprintf(out, "\nratio kernel/upcache (above 1: upcache faster); of limit = memcpy time / warm time;\n"
+               "of device = O_DIRECT time / cold time\n");
+  fprintf(out, "%-18s %10s %10s %16s %17s %17s %18s\n", "workload", "cold", "warm", "kernel of limit",
+          "upcache of limit", "kernel of device", "upcache of device");
   for (const auto& w : r.results)
-    fprintf(out, "%-18s %10s %10s %16s %17s\n", w.name.c_str(), fmt_ratio(w.ratio_cold()).c_str(),
-            fmt_ratio(w.ratio_warm()).c_str(), fmt_ratio(w.kernel_of_limit()).c_str(),
-            fmt_ratio(w.upcache_of_limit()).c_str());
+    fprintf(out, "%-18s %10s %10s %16s %17s %17s %18s\n", w.name.c_str(),
+            fmt_ratio(w.ratio_cold()).c_str(), fmt_ratio(w.ratio_warm()).c_str(),
+            fmt_ratio(w.kernel_of_limit()).c_str(), fmt_ratio(w.upcache_of_limit()).c_str(),
+            fmt_ratio(w.kernel_of_device()).c_str(), fmt_ratio(w.upcache_of_device()).c_str());
 }
 
 void print_json(FILE* out, const Report& r) {
-  char b1[32], b2[32], b3[32], b4[32];
+  char b1[32], b2[32], b3[32], b4[32], b5[32], b6[32];
   fprintf(out, "{\n  \"file\": \"%s\",\n  \"file_size\": %" PRIu64 ",\n  \"reps\": %u,\n",
           json_escape(r.file).c_str(), r.file_size, r.reps);
   fprintf(out, "  \"lib\": \"%s\",\n  \"cold_method\": \"%s\",\n  \"workloads\": [",
@@ -121,10 +125,13 @@ void print_json(FILE* out, const Report& r) {
     }
     fprintf(out,
             "\n      },\n      \"ratio_cold\": %s,\n      \"ratio_warm\": %s,\n"
-            "      \"kernel_of_limit\": %s,\n      \"upcache_of_limit\": %s\n    }",
+            "      \"kernel_of_limit\": %s,\n      \"upcache_of_limit\": %s,\n"
+            "      \"kernel_of_device\": %s,\n      \"upcache_of_device\": %s\n    }",
             num_or_null(w.ratio_cold(), b1, sizeof b1), num_or_null(w.ratio_warm(), b2, sizeof b2),
             num_or_null(w.kernel_of_limit(), b3, sizeof b3),
-            num_or_null(w.upcache_of_limit(), b4, sizeof b4));
+            num_or_null(w.upcache_of_limit(), b4, sizeof b4),
+            num_or_null(w.kernel_of_device(), b5, sizeof b5),
+            num_or_null(w.upcache_of_device(), b6, sizeof b6));
   }
   fprintf(out, "\n  ]\n}\n");
 }
@@ -134,7 +141,11 @@ void print_csv(FILE* out, const Report& r) {
   for (const auto& w : r.results)
     for (const auto& [m, s] : w.summary) {
       double ratio = m == Mode::kUpcacheCold ? w.ratio_cold() : m == Mode::kUpcacheWarm ? w.ratio_warm() : 0;
-      double lim = m == Mode::kUpcacheWarm ? w.upcache_of_limit() : m == Mode::kKernelWarm ? w.kernel_of_limit() : 0;
+      double lim = m == Mode::kUpcacheWarm   ? w.upcache_of_limit()
+                   : m == Mode::kKernelWarm  ? w.kernel_of_limit()
+                   : m == Mode::kUpcacheCold ? w.upcache_of_device()
+                   : m == Mode::kKernelCold  ? w.kernel_of_device()
+                                             : 0;
       fprintf(out, "%s,%s,%.9g,%.9g,%.9g,%.9g,%.9g,%" PRIu64 ",%.6g,%ld,", w.name.c_str(),
               mode_name(m), s.median, s.min, s.max, s.q1, s.q3, s.bytes, s.mib_s(), s.maxrss_kib);
       if (ratio > 0) fprintf(out, "%.6g", ratio);

@@ -28,6 +28,8 @@ struct WorkloadResult {
   double ratio_warm() const;         // kernel-warm / upcache-warm
   double kernel_of_limit() const;    // limit / kernel-warm (1 = at the limit)
   double upcache_of_limit() const;   // limit / upcache-warm
+  double kernel_of_device() const;   // device / kernel-cold
+  double upcache_of_device() const;  // device / upcache-cold
 };
 
 struct Report {

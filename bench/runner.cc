@@ -43,6 +43,7 @@ const char* mode_name(Mode m) {
     case Mode::kUpcacheCold: return "upcache-cold";
     case Mode::kUpcacheWarm: return "upcache-warm";
     case Mode::kLimit: return "limit";
+    case Mode::kDevice: return "device";
   }
   return "?";
 }
@@ -104,7 +105,8 @@ bool run_worker(const Workload& w, Mode m, const std::string& target, const std:
   if (w.kind == Kind::kThreads) name = name.substr(0, name.find('x'));
   std::vector<std::string> args = {exe_path(), "--worker", name, std::to_string(w.ops),
                                    std::to_string(w.bytes), std::to_string(w.threads),
-                                   is_cold(m) ? "0" : "1", m == Mode::kLimit ? "mem" : "fd",
+                                   is_cold(m) ? "0" : "1",
+                                   m == Mode::kLimit ? "mem" : m == Mode::kDevice ? "direct" : "fd",
                                    std::to_string(seed), target};
   std::vector<std::string> env;
   for (char** e = environ; *e; ++e)

@@ -12,12 +12,19 @@
 
 namespace upcache::bench {
 
-enum class Mode { kKernelCold, kKernelWarm, kUpcacheCold, kUpcacheWarm, kLimit };
+// kLimit: the warm physical limit (memcpy from an anonymous copy of the
+// file). kDevice: the cold one, for random patterns only: each request
+// widened to whole 4 KiB blocks and read with O_DIRECT into memory faulted
+// in beforehand, caches dropped, one request at a time per thread; no cache
+// can serve a cold read faster than its device does.
+enum class Mode { kKernelCold, kKernelWarm, kUpcacheCold, kUpcacheWarm, kLimit, kDevice };
 constexpr Mode kAllModes[] = {Mode::kKernelCold, Mode::kKernelWarm, Mode::kUpcacheCold,
-                              Mode::kUpcacheWarm, Mode::kLimit};
-const char* mode_name(Mode m);          // "kernel-cold", ..., "limit"
+                              Mode::kUpcacheWarm, Mode::kLimit,       Mode::kDevice};
+const char* mode_name(Mode m);          // "kernel-cold", ..., "limit", "device"
 bool parse_mode(const std::string& s, Mode* out);
-inline bool is_cold(Mode m) { return m == Mode::kKernelCold || m == Mode::kUpcacheCold; }
+inline bool is_cold(Mode m) {
+  return m == Mode::kKernelCold || m == Mode::kUpcacheCold || m == Mode::kDevice;
+}
 inline bool is_upcache(Mode m) { return m == Mode::kUpcacheCold || m == Mode::kUpcacheWarm; }
 
 struct Sample {

@@ -73,6 +73,7 @@ int worker_main(int argc, char** argv) {
   w.threads = threads ? threads : 1;
   bool warm = strcmp(argv[5], "1") == 0;
   bool mem = strcmp(argv[6], "mem") == 0;
+  bool direct = strcmp(argv[6], "direct") == 0;
   uint64_t seed = strtoull(argv[7], nullptr, 10);
   std::string target = argv[8];
 
@@ -119,7 +120,16 @@ int worker_main(int argc, char** argv) {
     }
     copy = static_cast<const char*>(m);
   }
-  auto pass = [&]() -> int64_t { return mem ? run_mem(p, copy, &error) : run_fd(p, fd, &error); };
+  int direct_fd = -1;
+  if (direct) {
+    direct_fd = open(target.c_str(), O_RDONLY | O_CLOEXEC | O_DIRECT);
+    if (direct_fd < 0) return fail(target + ": O_DIRECT: " + strerror(errno));
+  }
+  auto pass = [&]() -> int64_t {
+    if (mem) return run_mem(p, copy, &error);
+    if (direct) return run_direct(p, direct_fd, &error);
+    return run_fd(p, fd, &error);
+  };
   if (warm && pass() < 0) return fail(error);
   // UPCACHE_BENCH_PASSES=N (profiling aid): N timed passes, the time of the
   // median one reported, so that a profile of the worker is mostly timed work.

@@ -79,6 +79,7 @@ std::vector<std::string> default_workloads() {
 }
 
 bool reads_file(Kind k) { return k != Kind::kPipe && k != Kind::kCmd; }
+bool has_device_limit(Kind k) { return k == Kind::kRandPread || k == Kind::kThreads || k == Kind::kZipf; }
 
 void size_workload(Workload* w, uint64_t file_size, bool cold) {
   uint64_t bs = std::max<uint64_t>(w->bs, 1);

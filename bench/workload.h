@@ -49,6 +49,8 @@ void size_workload(Workload* w, uint64_t file_size, bool cold);
 
 // Does kind `k` read a file (false for kPipe and kCmd)?
 bool reads_file(Kind k);
+// Whether the cold physical limit (runner.h: Mode::kDevice) is defined: random patterns.
+bool has_device_limit(Kind k);
 
 std::string format_size(uint64_t bytes);  // 64, 4K, 1M ...
 
