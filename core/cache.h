@@ -61,8 +61,9 @@ class Cache {
   // the device failed, -EAGAIN with kReadNoWait when a page is not up to
   // date, -ENOBUFS when the cache does not serve this read (no frame could
   // be had: every frame pinned or in flight; or the file is mapped shared
-  // and writable, see mapped_writable): the caller should then pass the read
-  // to the kernel. Costs one relaxed load for the mapping check.
+  // and writable, see mapped_writable): the caller should then pass the whole
+  // read to the kernel (bytes already copied into iov are copied again, the
+  // same). Costs one relaxed load for the mapping check.
   virtual int64_t read(FileRef* file, RaState& ra, uint64_t pos, const iovec* iov, int iovcnt,
                        unsigned flags = 0) = 0;
 

@@ -82,4 +82,11 @@ bool fault_kill_in_claim_armed();
 void fault_arm_lose_async();
 bool fault_lose_async_armed();
 
+// Test hook, process-wide: from now on a claim for a page a reader needs
+// gives up at once, as one that waited its patience out with every frame
+// busy (claim_frame); readahead claims are unaffected. Only tests call it;
+// one relaxed load per starved claim. Disarm with `false`.
+void fault_arm_starve_claims(bool on = true);
+bool fault_starve_claims_armed();
+
 }  // namespace upcache

@@ -670,5 +670,28 @@ TEST_F(CacheTest, FramesLeftInFlightByADeadWorkerAreReapedByAClaim) {
   }
 }
 
+TEST_F(CacheTest, StarvedReadIsLeftWholeToTheKernelNotShortened) {
+  // A read that got its first page from the cache and then no frame for the
+  // next must not return the first page's count: for a regular file that
+  // has more, a short count is not what the kernel gives. -ENOBUFS makes the
+  // caller (the shim) have the kernel serve the whole read.
+  const uint64_t page = 16384, size = 8 * page;
+  make_cache(16 * page, page, 0);
+  std::string path = dir + "/f";
+  ASSERT_TRUE(write_pattern_file(path, size, 31));
+  FileRef* f = open_file(path);
+  ASSERT_NE(f, nullptr);
+  RaState ra = cache->new_ra_state();
+  expect_pattern(f, ra, 0, page, size, 31);  // page 0 cached
+  fault_arm_starve_claims();
+  std::vector<char> buf(2 * page);
+  EXPECT_EQ(read_at(f, ra, 0, buf), -ENOBUFS) << "page 0 served, page 1 starved";
+  std::vector<char> one(page);
+  EXPECT_EQ(read_at(f, ra, page, one), -ENOBUFS);
+  EXPECT_EQ(read_at(f, ra, 0, one), static_cast<int64_t>(page)) << "a cached page needs no frame";
+  fault_arm_starve_claims(false);
+  expect_pattern(f, ra, 0, 2 * page, size, 31);
+}
+
 }  // namespace
 }  // namespace upcache
