@@ -51,11 +51,18 @@ bool guarded_copy_out(IovCursor& out, const char* src, uint64_t n) {
   return run_guarded();
 }
 
-// guarded_copy's body: the fault, if any, happens at the `rep movsb`, with
-// the registers as they were (a fault in a string instruction restarts it).
+// guarded_copy's body. A fault, if any, happens at a store to the program's
+// buffer inside [upcache_guarded_copy_begin, upcache_guarded_copy_end),
+// with nothing to undo: copy_guard_fixup sends it to the failure exit.
+// Copies of 16 to 64 bytes (small sequential reads, the commonest hit) use
+// overlapping 16-byte moves: first and last 16 (and the 16 after the first
+// and before the last), no loop and no `rep` start-up; others `rep movsb`
+// (a fault in a string instruction restarts it with the registers as they
+// were).
 extern "C" {
 bool upcache_guarded_movsb(void* dst, const void* src, uint64_t n);
-extern const char upcache_guarded_movsb_copy[];
+extern const char upcache_guarded_copy_begin[];
+extern const char upcache_guarded_copy_end[];
 extern const char upcache_guarded_movsb_fault[];
 }
 asm(R"(
@@ -66,11 +73,35 @@ asm(R"(
   .type upcache_guarded_movsb, @function
 upcache_guarded_movsb:
   .cfi_startproc
+  lea -16(%rdx), %rax
+  cmp $48, %rax
+  ja 2f
+  movdqu (%rsi), %xmm0
+  movdqu -16(%rsi,%rdx), %xmm1
+  cmp $32, %rdx
+  ja 1f
+  .globl upcache_guarded_copy_begin
+  .hidden upcache_guarded_copy_begin
+upcache_guarded_copy_begin:
+  movdqu %xmm0, (%rdi)
+  movdqu %xmm1, -16(%rdi,%rdx)
+  mov $1, %eax
+  ret
+1:
+  movdqu 16(%rsi), %xmm2
+  movdqu -32(%rsi,%rdx), %xmm3
+  movdqu %xmm0, (%rdi)
+  movdqu %xmm2, 16(%rdi)
+  movdqu %xmm3, -32(%rdi,%rdx)
+  movdqu %xmm1, -16(%rdi,%rdx)
+  mov $1, %eax
+  ret
+2:
   mov %rdx, %rcx
-  .globl upcache_guarded_movsb_copy
-  .hidden upcache_guarded_movsb_copy
-upcache_guarded_movsb_copy:
   rep movsb
+  .globl upcache_guarded_copy_end
+  .hidden upcache_guarded_copy_end
+upcache_guarded_copy_end:
   mov $1, %eax
   ret
   .globl upcache_guarded_movsb_fault
@@ -88,7 +119,9 @@ bool copy_guard_fixup(void* ucontext) {
   if (ucontext == nullptr) return false;
   auto* ctx = static_cast<ucontext_t*>(ucontext);
   greg_t& pc = ctx->uc_mcontext.gregs[REG_RIP];
-  if (pc != reinterpret_cast<greg_t>(upcache_guarded_movsb_copy)) return false;
+  if (pc < reinterpret_cast<greg_t>(upcache_guarded_copy_begin) ||
+      pc >= reinterpret_cast<greg_t>(upcache_guarded_copy_end))
+    return false;
   pc = reinterpret_cast<greg_t>(upcache_guarded_movsb_fault);
   return true;
 }

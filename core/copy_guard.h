@@ -25,9 +25,9 @@ bool guarded_copy_out(IovCursor& out, const char* src, uint64_t n);
 
 // Copies n bytes from src to dst; false if the copy faulted (how much was
 // copied is then undefined). For the hit fast path: no sigsetjmp per call.
-// The copy is one `rep movsb` at a known address; a fault there is turned by
-// copy_guard_fixup() into a return of false, as the kernel's exception
-// tables turn a fault in copy_to_user into -EFAULT.
+// The copy's stores to dst lie in one known range of code; a fault there is
+// turned by copy_guard_fixup() into a return of false, as the kernel's
+// exception tables turn a fault in copy_to_user into -EFAULT.
 bool guarded_copy(void* dst, const void* src, uint64_t n);
 
 // From a SIGSEGV/SIGBUS handler, with its ucontext: if the fault happened in

@@ -283,6 +283,18 @@ TEST_F(ReadHitTest, BadBufferIsDeclinedNotACrash) {
   EXPECT_EQ(cache->read_hit(f, ra, 0, m + ps - 50, 100), 0);  // bad in the middle: declined
   EXPECT_EQ(counter(stats::kReads), reads);                    // and not counted
   EXPECT_EQ(read_at(f, ra, 0, m + ps, 100), -EFAULT);
+  // Every shape of the copy (guarded_copy: overlapping 16-byte moves from 16
+  // to 64 bytes, `rep movsb` otherwise), a buffer bad from its first byte or
+  // from its middle, then good: declined, declined, exact.
+  for (uint64_t n : {1, 15, 16, 17, 31, 32, 33, 47, 48, 63, 64, 65, 100}) {
+    EXPECT_EQ(cache->read_hit(f, ra, 7, m + ps, n), 0) << n;
+    if (n >= 2) {
+      EXPECT_EQ(cache->read_hit(f, ra, 7, m + ps - n / 2, n), 0) << n;
+    }
+    char fine[128];
+    ASSERT_EQ(cache->read_hit(f, ra, 7, fine, n), static_cast<int64_t>(n)) << n;
+    EXPECT_TRUE(bytes_ok(fine, 7, n, 8)) << n;
+  }
   // Still serving through the fast path.
   ASSERT_EQ(cache->read_hit(f, ra, 10, good, 90), 90);
   EXPECT_TRUE(bytes_ok(good, 10, 90, 8));
