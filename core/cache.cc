@@ -1061,11 +1061,7 @@ int64_t CacheImpl::read_hit(FileRef* file, RaState& ra, uint64_t pos, void* buf,
   hint.page = page;
   hint.frame = i;
   ra.prev_pos = static_cast<int64_t>(pos + n);
-  stats_->add(stats::kReads);
-  stats_->add(stats::kBytesRead, n);
-  stats_->file_add(file->stats_slot, stats::kFileBytes, n);
-  stats_->add(stats::kHits);
-  stats_->file_add(file->stats_slot, stats::kFileHits, 1);
+  stats_->hit(file->stats_slot, n);
   if (timed) stats_->latency(stats::kHitLatency, now_ns() - t0);
   StatsSink::last_read_misses() = 0;
   return static_cast<int64_t>(n);

@@ -57,6 +57,21 @@ class StatsSink {
     seg_->cached_bytes.fetch_add(static_cast<uint64_t>(delta), std::memory_order_relaxed);
   }
 
+  // One read served by the hit fast path: reads, bytes_read and hits, and
+  // the file's bytes and hits, with the thread's stripe looked up once.
+  __attribute__((always_inline)) void hit(int slot, uint64_t bytes) {
+    const ThreadStripe& t = thread_stripe();
+    auto& c = seg_->stripes[t.index].counters;
+    bump(c[stats::kReads], 1, t.owned);
+    bump(c[stats::kBytesRead], bytes, t.owned);
+    bump(c[stats::kHits], 1, t.owned);
+    if (slot < 0) return;
+    bool owned = t.owned && t.index < stats::kFileStripes - 1;
+    auto& f = seg_->files[slot].stripes[owned ? t.index : stats::kFileStripes - 1].counters;
+    bump(f[stats::kFileBytes], bytes, owned);
+    bump(f[stats::kFileHits], 1, owned);
+  }
+
   // Claims (or finds) the per-file slot of `file_id`; -1 when the table is full.
   int claim_file(uint64_t file_id, const char* path);
   __attribute__((always_inline)) void file_add(int slot, stats::FileCounter c, uint64_t n) {
