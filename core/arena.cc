@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "core/inode_table.h"
+#include "core/pin_journal.h"
 #include "core/sys.h"
 
 namespace upcache {
@@ -34,6 +35,8 @@ ArenaLayout ArenaLayout::compute(uint64_t page_size, uint64_t frame_count) {
   off = round_up(off + l.bucket_count * sizeof(Bucket), 64);
   l.inodes_offset = off;
   off = round_up(off + l.inode_count * sizeof(InodeEntry), 64);
+  l.journals_offset = off;
+  off = round_up(off + PinJournals::kJournals * sizeof(PinJournal), 64);
   l.data_offset = round_up(off, page_size);
   l.total_bytes = l.data_offset + frame_count * page_size;
   return l;
@@ -74,6 +77,7 @@ bool Arena::create(uint64_t page_size, uint64_t frame_count, std::string* error)
   h->frames_offset = l.frames_offset;
   h->buckets_offset = l.buckets_offset;
   h->inodes_offset = l.inodes_offset;
+  h->journals_offset = l.journals_offset;
   h->data_offset = l.data_offset;
   h->total_bytes = l.total_bytes;
   h->next_file_id.store(1, std::memory_order_relaxed);
@@ -83,6 +87,7 @@ bool Arena::create(uint64_t page_size, uint64_t frame_count, std::string* error)
   frames_ = reinterpret_cast<FrameDesc*>(base_ + l.frames_offset);
   buckets_ = reinterpret_cast<Bucket*>(base_ + l.buckets_offset);
   inodes_ = reinterpret_cast<InodeEntry*>(base_ + l.inodes_offset);
+  journals_ = reinterpret_cast<PinJournal*>(base_ + l.journals_offset);
   data_ = base_ + l.data_offset;
   frame_count_ = frame_count;
   page_shift_ = h->page_shift;

@@ -23,6 +23,7 @@
 namespace upcache {
 
 struct InodeEntry;
+struct PinJournal;
 
 struct Bucket {
   std::atomic<uint64_t> lock;  // SpinLock word (holder's owner word, core/owner.h)
@@ -45,6 +46,7 @@ struct ArenaHeader {
   uint64_t frames_offset;   // FrameDesc array
   uint64_t buckets_offset;  // Bucket array
   uint64_t inodes_offset;   // InodeEntry array
+  uint64_t journals_offset; // PinJournal array (PinJournals::kJournals)
   uint64_t data_offset;     // frame memory, page aligned
   uint64_t total_bytes;
   alignas(64) std::atomic<uint64_t> clock_hand;
@@ -54,7 +56,7 @@ struct ArenaHeader {
 };
 
 struct ArenaLayout {
-  uint64_t frames_offset, buckets_offset, inodes_offset, data_offset, total_bytes;
+  uint64_t frames_offset, buckets_offset, inodes_offset, journals_offset, data_offset, total_bytes;
   uint64_t bucket_count, inode_count;
   // Computes the layout for `frame_count` frames of `page_size` bytes.
   static ArenaLayout compute(uint64_t page_size, uint64_t frame_count);
@@ -71,6 +73,7 @@ class Arena {
   uint64_t frame_count() const { return frame_count_; }
   Bucket* buckets() const { return buckets_; }
   InodeEntry* inodes() const { return inodes_; }
+  PinJournal* pin_journals() const { return journals_; }
   char* frame_data(uint64_t i) const { return data_ + (i << page_shift_); }
   uint64_t page_size() const { return uint64_t{1} << page_shift_; }
   unsigned page_shift() const { return page_shift_; }
@@ -83,6 +86,7 @@ class Arena {
   FrameDesc* frames_ = nullptr;
   Bucket* buckets_ = nullptr;
   InodeEntry* inodes_ = nullptr;
+  PinJournal* journals_ = nullptr;
   char* data_ = nullptr;
   uint64_t frame_count_ = 0;
   unsigned page_shift_ = 0;

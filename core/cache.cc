@@ -36,6 +36,7 @@
 #include "core/iov_cursor.h"
 #include "core/owner.h"
 #include "core/page_index.h"
+#include "core/pin_journal.h"
 #include "core/stats_sink.h"
 #include "core/sys.h"
 
@@ -136,11 +137,19 @@ class CacheImpl final : public Cache {
  private:
   // --- frames ---
   bool try_pin(FrameDesc& f, uint64_t file_id, uint64_t page);
-  void unpin(FrameDesc& f) { f.state.fetch_sub(kPinOne, std::memory_order_release); }
+  uint32_t frame_index(const FrameDesc& f) const { return static_cast<uint32_t>(&f - &arena_.frame(0)); }
+  // Every pin this process keeps past the instruction that took it is noted
+  // in the thread's pin journal (pin_journal.h) and forgotten before it goes.
+  void noted_pin(FrameDesc& f) { journals_->note(frame_index(f)); }
+  void unpin(FrameDesc& f) {
+    journals_->forget(frame_index(f));
+    unpin_unnoted(f);
+  }
+  static void unpin_unnoted(FrameDesc& f) { f.state.fetch_sub(kPinOne, std::memory_order_release); }
   int64_t find_pinned(uint64_t file_id, uint64_t page);
   bool present(uint64_t file_id, uint64_t page) const;
   uint64_t wait_io(FrameDesc& f);
-  void reap_dead();
+  void reap_dead(bool frames = true);
   void fail_orphaned_io(FrameDesc& f, uint32_t i, uint64_t owner);
   bool recover_locked(uint32_t frame);
   int64_t claim_frame(bool needed);
@@ -174,6 +183,7 @@ class CacheImpl final : public Cache {
   Arena arena_;
   PageIndex* index_ = nullptr;
   InodeTable* inodes_ = nullptr;
+  PinJournals* journals_ = nullptr;
   EvictionPolicy* eviction_ = nullptr;
   std::unique_ptr<Backend> backend_;
   unsigned shift_ = 0;
@@ -207,6 +217,7 @@ CacheImpl::~CacheImpl() {
   backend_.reset();
   heap_delete(index_);
   heap_delete(inodes_);
+  heap_delete(journals_);
   heap_delete(eviction_);
   if (requests_) mi_free(requests_);
 }
@@ -218,9 +229,10 @@ bool CacheImpl::init(std::string* error) {
   self_word_ = owner_self();
   index_ = heap_new<PageIndex>(arena_);
   inodes_ = heap_new<InodeTable>(arena_);
+  journals_ = heap_new<PinJournals>(arena_.pin_journals());
   eviction_ = heap_new<ClockPolicy>(arena_);
   requests_ = static_cast<AsyncRequest*>(mi_zalloc(sizeof(AsyncRequest) * kAsyncRequests));
-  if (!index_ || !inodes_ || !eviction_ || !requests_) {
+  if (!index_ || !inodes_ || !journals_ || !eviction_ || !requests_) {
     if (error) *error = "out of memory";
     return false;
   }
@@ -352,9 +364,10 @@ bool CacheImpl::try_pin(FrameDesc& f, uint64_t file_id, uint64_t page) {
   // Pinned: the key can no longer change. Is it still our page?
   if (f.file_id.load(std::memory_order_relaxed) != file_id ||
       f.page.load(std::memory_order_relaxed) != page) {
-    unpin(f);
+    unpin_unnoted(f);
     return false;
   }
+  noted_pin(f);
   return true;
 }
 
@@ -401,27 +414,46 @@ uint64_t CacheImpl::wait_io(FrameDesc& f) {
 }
 
 // Processes that died (SIGKILL in a forked worker, or exit with readahead
-// queued) leave their reads in flight and their claims LOCKED for good:
-// nobody else would ever complete them. Fail those reads (their waiters read
-// the pages again themselves) and finish those claims, all in one scan of
-// the descriptors, asking /proc once per owner. Rare: called by a reader
-// that waited long on a frame, and by a claim that finds no free frame
-// (frames left in flight by the dead can be all there is).
-void CacheImpl::reap_dead() {
+// queued) leave their reads in flight, their claims LOCKED and their pins
+// held for good: nobody else would ever complete or drop them. Give back
+// their pins (pin_journal.h), fail those reads (their waiters read the pages
+// again themselves) and finish those claims, all in one scan, asking /proc
+// once per owner. Rare: called by a reader that waited long on a frame and
+// by a claim that finds no free frame (frames left by the dead can be all
+// there is); `frames` false: the pins only, which a claim does now and then
+// (leaked pins leave frames out of use without ever starving anyone).
+namespace {
+// owner_gone() with the answers of one scan remembered: a scan meets the same
+// few owners again and again.
+class GoneMemo {
+ public:
+  explicit GoneMemo(uint64_t self) : self_(self) {}
+  bool operator()(uint64_t owner) {
+    if (owner == 0 || owner == self_) return false;
+    for (int k = 0; k < n_; ++k)
+      if (memo_[k].owner == owner) return memo_[k].gone;
+    bool verdict = owner_gone(owner);
+    if (n_ < kMemo) memo_[n_++] = {owner, verdict};
+    return verdict;
+  }
+
+ private:
+  static constexpr int kMemo = 16;
   struct Verdict {
     uint64_t owner;
     bool gone;
   };
-  Verdict memo[16];
-  int nmemo = 0;
-  auto gone = [&](uint64_t owner) {
-    if (owner == 0 || owner == self_word_) return false;
-    for (int k = 0; k < nmemo; ++k)
-      if (memo[k].owner == owner) return memo[k].gone;
-    bool verdict = owner_gone(owner);
-    if (nmemo < 16) memo[nmemo++] = {owner, verdict};
-    return verdict;
-  };
+  uint64_t self_;
+  Verdict memo_[kMemo];
+  int n_ = 0;
+};
+}  // namespace
+
+void CacheImpl::reap_dead(bool frames) {
+  GoneMemo gone(self_word_);
+  // Pins first: a frame a dead reader kept pinned can be claimed again.
+  journals_->reap(self_word_, gone, [this](uint32_t frame) { unpin_unnoted(arena_.frame(frame)); });
+  if (!frames) return;
   for (uint64_t i = 0; i < arena_.frame_count(); ++i) {
     FrameDesc& f = arena_.frame(i);
     uint64_t s = f.state.load(std::memory_order_acquire);
@@ -433,15 +465,16 @@ void CacheImpl::reap_dead() {
 }
 
 // Fails the read in flight on frame `i`, issued by `owner`, who is gone. The
-// frame is pinned meanwhile, so that another reaper failing it too cannot
-// let the clock give it to another page while we unlink it.
+// frame is pinned meanwhile (for a few instructions: not journaled), so that
+// another reaper failing it too cannot let the clock give it to another page
+// while we unlink it.
 void CacheImpl::fail_orphaned_io(FrameDesc& f, uint32_t i, uint64_t owner) {
   uint64_t s = f.state.load(std::memory_order_relaxed);
   do {
     if (!(s & kIo) || pins(s) == kPinMask) return;
   } while (!f.state.compare_exchange_weak(s, s + kPinOne, std::memory_order_acquire, std::memory_order_relaxed));
   if (f.io_owner.load(std::memory_order_relaxed) != owner) {
-    unpin(f);  // failed and given to another page since the scan looked
+    unpin_unnoted(f);  // failed and given to another page since the scan looked
     return;
   }
   // Unlink while IO still protects the key (see finish_io); our pin keeps
@@ -454,7 +487,7 @@ void CacheImpl::fail_orphaned_io(FrameDesc& f, uint32_t i, uint64_t owner) {
     next = (s & ~(kIo | kHashed | kWaiters | kReadahead | kUnread)) | kError;
   } while (!f.state.compare_exchange_weak(s, next, std::memory_order_acq_rel, std::memory_order_relaxed));
   futex_wake_all(low_word(&f.state));
-  unpin(f);
+  unpin_unnoted(f);
 }
 
 // A frame for a new page. Readahead gives up at once when every frame is
@@ -464,6 +497,7 @@ void CacheImpl::fail_orphaned_io(FrameDesc& f, uint32_t i, uint64_t owner) {
 // kClaimPatienceNs, after which the read gives up (-ENOBUFS: the caller
 // returns what it has or passes the read to the kernel).
 int64_t CacheImpl::claim_frame(bool needed) {
+  constexpr uint32_t kClaimsPerPinReap = 1024;
   constexpr uint64_t kClaimPatienceNs = 2ull * 1000 * 1000 * 1000;
   uint64_t deadline = 0;
   unsigned idle_sweeps = 0;
@@ -482,6 +516,9 @@ int64_t CacheImpl::claim_frame(bool needed) {
       continue;
     }
     if (__builtin_expect(fault_kill_in_claim_armed(), 0)) sys::raw(SYS_kill, pid_, SIGKILL);
+    // Now and then, pins left by dead processes (a 512-entry scan).
+    static thread_local uint32_t claims __attribute__((tls_model("initial-exec"))) = 0;
+    if (++claims % kClaimsPerPinReap == 0) reap_dead(false);
     FrameDesc& f = arena_.frame(v);
     uint64_t s = f.state.load(std::memory_order_relaxed);
     if (s & kHashed) {
@@ -753,7 +790,10 @@ int64_t CacheImpl::issue(FileRef* file, uint64_t start, uint64_t count, uint64_t
       flush_async();
       continue;
     }
-    if (pin) *pinned = v;
+    if (pin) {
+      noted_pin(f);
+      *pinned = v;
+    }
     if (needed) {
       ++needed_read;
       if (nsync == Backend::kMaxIov) flush_sync();
@@ -901,6 +941,7 @@ int64_t CacheImpl::read(FileRef* file, RaState& ra, uint64_t pos, const iovec* i
       }
       i = pinned;  // our own read, pinned for us
     }
+    if (__builtin_expect(fault_kill_after_pin_armed(), 0)) sys::raw(SYS_kill, pid_, SIGKILL);  // tests
     FrameDesc& f = arena_.frame(i);
     uint64_t s = f.state.load(std::memory_order_acquire);
     if (s & kReadahead) {

@@ -120,6 +120,7 @@ namespace {
 std::atomic<bool> g_kill_in_claim{false};
 std::atomic<bool> g_lose_async{false};
 std::atomic<bool> g_starve_claims{false};
+std::atomic<bool> g_kill_after_pin{false};
 }  // namespace
 
 void fault_arm_kill_in_claim() { g_kill_in_claim.store(true, std::memory_order_relaxed); }
@@ -128,5 +129,7 @@ void fault_arm_lose_async() { g_lose_async.store(true, std::memory_order_relaxed
 bool fault_lose_async_armed() { return g_lose_async.load(std::memory_order_relaxed); }
 void fault_arm_starve_claims(bool on) { g_starve_claims.store(on, std::memory_order_relaxed); }
 bool fault_starve_claims_armed() { return g_starve_claims.load(std::memory_order_relaxed); }
+void fault_arm_kill_after_pin() { g_kill_after_pin.store(true, std::memory_order_relaxed); }
+bool fault_kill_after_pin_armed() { return g_kill_after_pin.load(std::memory_order_relaxed); }
 
 }  // namespace upcache

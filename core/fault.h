@@ -89,4 +89,11 @@ bool fault_lose_async_armed();
 void fault_arm_starve_claims(bool on = true);
 bool fault_starve_claims_armed();
 
+// Test hook, process-wide: the next read that holds a frame pinned to copy
+// from it kills the process with SIGKILL right there, as if killed from
+// outside in the middle of the copy (pin_journal.h). Only tests call it (in
+// a forked child); one relaxed load per page copied on the slow path.
+void fault_arm_kill_after_pin();
+bool fault_kill_after_pin_armed();
+
 }  // namespace upcache

@@ -18,7 +18,9 @@
 //    clock passes that frame over (two instructions' window; one frame of
 //    capacity until a reaper scan clears it).
 //  - A reader pins, then re-checks the key: if the key matches after the pin
-//    succeeded, the frame holds that page until it unpins.
+//    succeeded, the frame holds that page until it unpins. A pin held past
+//    a few instructions is noted in the thread's pin journal
+//    (pin_journal.h), so the pins of a killed process are given back.
 //  - HASHED means the frame is reachable from the index under its key. A
 //    frame is unlinked from the index before (or, under a pin, right after)
 //    HASHED is cleared: never is an unpinned, idle frame unhashed but still

@@ -693,5 +693,75 @@ TEST_F(CacheTest, StarvedReadIsLeftWholeToTheKernelNotShortened) {
   expect_pattern(f, ra, 0, 2 * page, size, 31);
 }
 
+TEST_F(CacheTest, PinsOfAWorkerKilledMidCopyAreGivenBack) {
+  // A forked worker killed while it copies from a pinned frame leaves the
+  // pin. With one frame in the cache that frame is then all there is: the
+  // next claim must give the pin back (pin journals) instead of starving.
+  const uint64_t page = 16384, size = 16 * page;
+  make_cache(1 * page, page, 0);
+  std::string path = dir + "/f";
+  ASSERT_TRUE(write_pattern_file(path, size, 37));
+  FileRef* f = open_file(path);
+  ASSERT_NE(f, nullptr);
+  for (int reap_first = 0; reap_first < 2; ++reap_first) {
+    pid_t pid = fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+      cache->after_fork_child();
+      fault_arm_kill_after_pin();
+      RaState ra = cache->new_ra_state();
+      std::vector<char> buf(page);
+      read_at(f, ra, 3 * page, buf);  // killed holding the only frame pinned
+      _exit(3);
+    }
+    int status = 0;
+    if (reap_first) {
+      ASSERT_EQ(waitpid(pid, &status, 0), pid);
+    } else {
+      siginfo_t info{};
+      ASSERT_EQ(waitid(P_PID, pid, &info, WEXITED | WNOWAIT), 0);  // a zombie now
+    }
+    RaState ra = cache->new_ra_state();
+    for (uint64_t pos = 0; pos < size; pos += page) expect_pattern(f, ra, pos, page, size, 37);
+    if (!reap_first) {
+      ASSERT_EQ(waitpid(pid, &status, 0), pid);
+    }
+    EXPECT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL) << status;
+  }
+}
+
+TEST_F(CacheTest, LeakedPinsAreGivenBackWithoutStarvation) {
+  // In a cache with room to spare a leaked pin never starves anyone, so no
+  // claim waits: the pins of the dead are given back now and then anyway.
+  const uint64_t page = 16384, frames = 4, size = 1536 * page;
+  make_cache(frames * page, page, 0);
+  std::string path = dir + "/f";
+  ASSERT_TRUE(write_pattern_file(path, size, 41));
+  FileRef* f = open_file(path);
+  ASSERT_NE(f, nullptr);
+  pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    cache->after_fork_child();
+    fault_arm_kill_after_pin();
+    RaState ra = cache->new_ra_state();
+    std::vector<char> buf(page);
+    read_at(f, ra, 0, buf);
+    _exit(3);
+  }
+  int status = 0;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL) << status;
+  // More claims than one reap period (1024), each passing the pinned frame.
+  RaState ra = cache->new_ra_state();
+  for (uint64_t pos = page; pos < size; pos += page) expect_pattern(f, ra, pos, page, size, 41);
+  // All four frames usable again: four pages read twice, the second time
+  // without any I/O.
+  for (uint64_t pos = 0; pos < frames * page; pos += page) expect_pattern(f, ra, pos, page, size, 41);
+  uint64_t before = counter(stats::kDirectBytes) + counter(stats::kBufferedBytes);
+  for (uint64_t pos = 0; pos < frames * page; pos += page) expect_pattern(f, ra, pos, page, size, 41);
+  EXPECT_EQ(counter(stats::kDirectBytes) + counter(stats::kBufferedBytes), before);
+}
+
 }  // namespace
 }  // namespace upcache
