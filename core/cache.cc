@@ -1059,7 +1059,7 @@ int64_t CacheImpl::read_hit(FileRef* file, RaState& ra, uint64_t pos, void* buf,
   uint64_t s1 = 0;
   for (;;) {
     if (!hinted) {
-      int64_t found = index_->find(file_id, page);
+      int64_t found = index_->find_prefetching(file_id, page, from, n);
       if (found == PageIndex::kNone) return 0;
       i = static_cast<uint64_t>(found);
     }

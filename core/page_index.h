@@ -26,6 +26,13 @@ class PageIndex {
   // A candidate frame for (file_id, page), or kNone. Lock free.
   int64_t find(uint64_t file_id, uint64_t page) const;
 
+  // As find(), and as soon as the bucket names its first frame, prefetches
+  // that frame's bytes [offset, offset + bytes) (at most 4 KiB of them).
+  // Bucket, descriptor and data are three cache misses in a row on a random
+  // hit; the first frame of a chain is nearly always the one wanted, so its
+  // data now arrives while the descriptor is being checked.
+  int64_t find_prefetching(uint64_t file_id, uint64_t page, uint64_t offset, uint64_t bytes) const;
+
   // The frame of (file_id, page) if it is in the index, under the bucket
   // lock: never a false miss (for coherence; not the hit path).
   int64_t find_exact(uint64_t file_id, uint64_t page) const;

@@ -105,6 +105,25 @@ TEST_F(PageIndexTest, RemoveUnlinksOnlyThatFrame) {
   }
 }
 
+// The prefetching lookup answers exactly as find(), on chains of every
+// length, for keys present, removed and never inserted.
+TEST_F(PageIndexTest, PrefetchingFindAnswersAsFind) {
+  for (uint32_t f = 0; f < 64; ++f) ASSERT_EQ(put(f, 1 + f % 3, f), f);
+  for (uint32_t f = 0; f < 64; f += 3) {
+    arena.frame(f).state = 0;
+    index->remove(1 + f % 3, f, f);
+  }
+  for (uint64_t file = 0; file < 5; ++file) {
+    for (uint64_t page = 0; page < 70; ++page) {
+      int64_t want = index->find(file, page);
+      EXPECT_EQ(index->find_prefetching(file, page, page % 4096, 64 + page * 61), want) << file << " " << page;
+      if (file == 1 + page % 3 && page < 64) {
+        EXPECT_EQ(want != PageIndex::kNone, page % 3 != 0);
+      }
+    }
+  }
+}
+
 TEST_F(PageIndexTest, HashSpreadsKeys) {
   EXPECT_NE(PageIndex::hash(1, 0), PageIndex::hash(0, 1));
   EXPECT_NE(PageIndex::hash(1, 1), PageIndex::hash(1, 2));
