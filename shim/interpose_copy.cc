@@ -12,7 +12,9 @@
 // offsets are read back from the kernel afterwards. The bytes written to a
 // file are dropped from the cache before the wrapper returns (the output
 // range: [off_out, +n) when given, else the n bytes before the output's
-// offset after the call). Serving their input from the cache is left to a
+// offset after the call; from the output's start to the end of the file when
+// the call failed or came up short, see may_have_written_more in
+// shim/coherence.h). Serving their input from the cache is left to a
 // later measurement: the kernel's copy needs no user-space buffer.
 //
 // fallocate: the real call, then the range it changed is dropped (to the end
@@ -32,6 +34,7 @@
 
 #include "core/cache.h"
 #include "core/sys.h"
+#include "shim/coherence.h"
 #include "shim/interpose.h"
 #include "shim/kernel_offset.h"
 #include "shim/real_calls.h"
@@ -41,9 +44,9 @@ namespace upcache::shim {
 namespace {
 
 // Bytes were written to [start, start + n) of the file open as `fd` (start
-// < 0: somewhere unknown). `d` is fd's description when cached.
+// < 0: somewhere unknown; n 0: up to the end of the file). `d` is fd's
+// description when cached.
 void written(int fd, Description* d, int64_t start, int64_t n, bool looked_at) {
-  if (n <= 0) return;
   if (d != nullptr) {
     if (start >= 0) {
       g_cache->invalidate(d->file, static_cast<uint64_t>(start), static_cast<uint64_t>(n));
@@ -58,8 +61,9 @@ void written(int fd, Description* d, int64_t start, int64_t n, bool looked_at) {
 // Runs `call`, which uses the file offsets of `in` and `out` (or the offsets
 // it was given), with the kernel's offsets exact and ours updated after.
 // `off_out` is the caller's output offset pointer (null: the file offset).
+// `asked`: the length the call was given.
 template <typename Call>
-ssize_t offsets_passthrough(int in, int out, const loff_t* off_out, Call call) {
+ssize_t offsets_passthrough(int in, int out, const loff_t* off_out, size_t asked, Call call) {
   if (!active()) return call();
   Scope scope;
   DescRef din(in);
@@ -97,6 +101,7 @@ ssize_t offsets_passthrough(int in, int out, const loff_t* off_out, Call call) {
     if (off_out != nullptr) out_start = *off_out;
     r = call();
     err = errno;
+    bool more = may_have_written_more(r, err, [&] { return static_cast<uint64_t>(asked); });
     ErrnoKeeper keep;
     for (int i = 0; i < 2; ++i) {
       Description* d = locks[i];
@@ -104,12 +109,13 @@ ssize_t offsets_passthrough(int in, int out, const loff_t* off_out, Call call) {
       int64_t p = sys::lseek(fds[i], 0, SEEK_CUR);
       if (p >= 0) d->offset.store(static_cast<uint64_t>(p), std::memory_order_relaxed);
     }
-    if (r > 0 && (b != nullptr || looked_out)) {
+    if ((r > 0 || more) && (b != nullptr || looked_out)) {
       if (off_out == nullptr) {
-        int64_t end = sys::lseek(out, 0, SEEK_CUR);
-        out_start = end >= r ? end - r : -1;
+        // After a failure the offset has not moved.
+        int64_t now = sys::lseek(out, 0, SEEK_CUR);
+        out_start = r < 0 ? now : now >= r ? now - r : -1;
       }
-      if (out_start >= 0 || b != nullptr) written(out, b, out_start, r, looked_out);
+      if (out_start >= 0 || b != nullptr) written(out, b, out_start, more ? 0 : r, looked_out);
     }
   }
   for (int i = 1; i >= 0; --i)
@@ -119,12 +125,13 @@ ssize_t offsets_passthrough(int in, int out, const loff_t* off_out, Call call) {
 }
 
 ssize_t do_sendfile(int out, int in, off_t* off, size_t count) {
-  return offsets_passthrough(in, out, nullptr, [&] { return real::sendfile64(out, in, off, count); });
+  return offsets_passthrough(in, out, nullptr, count,
+                             [&] { return real::sendfile64(out, in, off, count); });
 }
 
 ssize_t do_copy_file_range(int in, loff_t* off_in, int out, loff_t* off_out, size_t len,
                            unsigned flags) {
-  return offsets_passthrough(in, out, off_out, [&] {
+  return offsets_passthrough(in, out, off_out, len, [&] {
     return real::copy_file_range(in, off_in, out, off_out, len, flags);
   });
 }
@@ -132,7 +139,7 @@ ssize_t do_copy_file_range(int in, loff_t* off_in, int out, loff_t* off_out, siz
 ssize_t do_splice(int in, loff_t* off_in, int out, loff_t* off_out, size_t len, unsigned flags) {
   ssize_t served;
   if (active() && splice_from_cache(in, off_in, out, off_out, len, flags, &served)) return served;
-  return offsets_passthrough(in, out, off_out, [&] {
+  return offsets_passthrough(in, out, off_out, len, [&] {
     return real::splice(in, off_in, out, off_out, len, flags);
   });
 }
