@@ -832,11 +832,23 @@ static uint64_t rnd(void) {  // splitmix64
 }
 static long long rr(long long n) { return n <= 0 ? 0 : (long long)(rnd() % (uint64_t)n); }
 
+// C leaves unspecified the order in which a call's arguments and an
+// operator's operands are evaluated, and compilers differ: UBSan's divisor
+// check made the sanitizer build draw `a() / b()` divisor first, so every
+// seed generated another sequence there than in the release build. So no
+// expression below holds two draws: each is its own statement, in the order
+// GCC without UBSan took (operands left to right, call arguments right to
+// left), which keeps the sequences of every seed as they were.
+
 // Sizes and offsets around interesting values (page edges, file ends).
 static long long rsize(void) {
+  long long a, b;
   switch (rr(8)) {
     case 0: return rr(2) ? 0 : 1;
-    case 1: return 4096 * (1 + rr(8)) + (rr(3) - 1);
+    case 1:
+      a = rr(8);
+      b = rr(3);
+      return 4096 * (1 + a) + (b - 1);
     case 2: return rr(300);
     case 3: return 65536 * (1 + rr(4));
     case 4: return 4096 * (1 + rr(64));
@@ -845,9 +857,16 @@ static long long rsize(void) {
 }
 static long long roff(void) {
   static const long long ends[] = {100000, 12288, 2097485, 70000, 0};
+  long long a, b;
   switch (rr(6)) {
-    case 0: return ends[rr(5)] + rr(9) - 4;
-    case 1: return 4096 * rr(600) + (rr(3) - 1);
+    case 0:
+      a = ends[rr(5)];
+      b = rr(9);
+      return a + b - 4;
+    case 1:
+      a = rr(600);
+      b = rr(3);
+      return 4096 * a + (b - 1);
     case 2: return rr(2200000);
     case 3: return rr(10) == 0 ? -1 - rr(5) : rr(120000);
     default: return rr(110000);
@@ -859,7 +878,11 @@ static void rlens(char* out, size_t cap, int* cnt) {
   size_t k = 0;
   out[0] = 0;
   for (int i = 0; i < n; ++i) {
-    long long s = rr(4) == 0 ? 0 : rsize() / (rr(3) + 1);
+    long long s = 0;
+    if (rr(4) != 0) {
+      s = rsize();
+      s /= rr(3) + 1;
+    }
     k += (size_t)snprintf(out + k, cap - k, "%s%lld", i ? "," : "", s);
   }
   if (n == 0) snprintf(out, cap, "0");
@@ -895,13 +918,18 @@ static void gen_call(char* out, size_t cap, int* nh, int depth) {
   snprintf(h, sizeof h, "fd%lld", *nh ? rr(*nh) : 0);
   snprintf(h2, sizeof h2, "fd%lld", *nh ? rr(*nh) : 0);
   long long w = rr(100);
+  long long d1, d2, d3;  // draws for one line, in the order they are made
   if (*nh < 3 || w < 8) {
-    snprintf(out, cap, "open %s %s", k_files[rr(7) == 0 ? rr(7) : rr(5)], k_open_flags[rr(11)]);
+    const char* flags = k_open_flags[rr(11)];
+    const char* file = k_files[rr(7) == 0 ? rr(7) : rr(5)];
+    snprintf(out, cap, "open %s %s", file, flags);
     ++*nh;
   } else if (w < 24) {
     snprintf(out, cap, "read %s %lld", h, rsize());
   } else if (w < 34) {
-    snprintf(out, cap, "pread %s %lld %lld", h, rsize(), roff());
+    d2 = roff();
+    d1 = rsize();
+    snprintf(out, cap, "pread %s %lld %lld", h, d1, d2);
   } else if (w < 40) {
     rlens(lens, sizeof lens, &cnt);
     if (cnt >= -1 && cnt != -2) snprintf(out, cap, "readv %s %s %d", h, lens, cnt);
@@ -911,7 +939,9 @@ static void gen_call(char* out, size_t cap, int* nh, int depth) {
     snprintf(out, cap, "preadv %s %lld %s", h, roff(), lens);
   } else if (w < 50) {
     rlens(lens, sizeof lens, &cnt);
-    snprintf(out, cap, "preadv2 %s %lld %s %s", h, rr(2) ? -1 : roff(), k_rwf[rr(4)], lens);
+    const char* rwf = k_rwf[rr(4)];
+    d1 = rr(2) ? -1 : roff();
+    snprintf(out, cap, "preadv2 %s %lld %s %s", h, d1, rwf, lens);
   } else if (w < 58) {
     const char* whence = k_whence[rr(6)];
     if (g_unwritten_extents && (strcmp(whence, "SEEK_DATA") == 0 || strcmp(whence, "SEEK_HOLE") == 0))
@@ -920,13 +950,17 @@ static void gen_call(char* out, size_t cap, int* nh, int depth) {
   } else if (w < 61) {
     snprintf(out, cap, "write %s %lld", h, rsize() / 4);
   } else if (w < 64) {
-    snprintf(out, cap, "pwrite %s %lld %lld", h, rsize() / 4, roff());
+    d2 = roff();
+    d1 = rsize() / 4;
+    snprintf(out, cap, "pwrite %s %lld %lld", h, d1, d2);
   } else if (w < 65) {
     rlens(lens, sizeof lens, &cnt);
     snprintf(out, cap, "writev %s %s", h, lens);
   } else if (w < 66) {
     rlens(lens, sizeof lens, &cnt);
-    snprintf(out, cap, "pwritev2 %s %lld %s %s", h, rr(2) ? -1 : roff(), k_rwf[rr(6)], lens);
+    const char* rwf = k_rwf[rr(6)];
+    d1 = rr(2) ? -1 : roff();
+    snprintf(out, cap, "pwritev2 %s %lld %s %s", h, d1, rwf, lens);
   } else if (w < 68) {
     snprintf(out, cap, "ftruncate %s %lld", h, rr(3) ? roff() : 0);
   } else if (w < 72) {
@@ -939,15 +973,24 @@ static void gen_call(char* out, size_t cap, int* nh, int depth) {
   } else if (w < 78) {
     snprintf(out, cap, "close %s", h);
   } else if (w < 80) {
-    snprintf(out, cap, "fadvise %s %lld %lld %s", h, roff(), rsize(), k_advice[rr(7)]);
+    const char* advice = k_advice[rr(7)];
+    d2 = rsize();
+    d1 = roff();
+    snprintf(out, cap, "fadvise %s %lld %lld %s", h, d1, d2, advice);
   } else if (w < 82) {
-    snprintf(out, cap, "readahead %s %lld %lld", h, roff(), rsize());
+    d2 = rsize();
+    d1 = roff();
+    snprintf(out, cap, "readahead %s %lld %lld", h, d1, d2);
   } else if (w < 83) {
     const char* mode = k_falloc[rr(5)];
     if (strstr(mode, "PUNCH_HOLE") == NULL) g_unwritten_extents = 1;
-    snprintf(out, cap, "fallocate %s %s %lld %lld", h, mode, roff(), rsize());
+    d2 = rsize();
+    d1 = roff();
+    snprintf(out, cap, "fallocate %s %s %lld %lld", h, mode, d1, d2);
   } else if (w < 85) {
-    snprintf(out, cap, "sendfile %s %s %s %lld drain", h2, h, rr(2) ? "-" : "5000", rsize());
+    d3 = rsize();
+    const char* off = rr(2) ? "-" : "5000";
+    snprintf(out, cap, "sendfile %s %s %s %lld drain", h2, h, off, d3);
     if (strstr(out, " 5000 ")) {
       char* p = strstr(out, " 5000 ");
       char tail[64];
@@ -980,7 +1023,8 @@ static void gen_call(char* out, size_t cap, int* nh, int depth) {
   } else if (w < 97) {
     snprintf(out, cap, "setfl %s %s", h, rr(3) == 0 ? "O_APPEND" : rr(2) ? "O_DIRECT" : "0");
   } else {
-    snprintf(out, cap, "truncate %s %lld", k_files[rr(5)], roff() & 0xfffff);
+    d1 = roff() & 0xfffff;
+    snprintf(out, cap, "truncate %s %lld", k_files[rr(5)], d1);
   }
 }
 
