@@ -2,6 +2,7 @@
 
 #include <sys/mman.h>
 
+#include <cerrno>
 #include <cstring>
 
 #include "core/inode_table.h"
@@ -11,6 +12,11 @@
 namespace upcache {
 
 namespace {
+
+// The huge pages asked for: 2 MiB, named explicitly (MAP_HUGE_2MB) so that a
+// system whose default huge page is 1 GiB does not round a small cache up.
+constexpr uint64_t kHugePageBytes = 2ull << 20;
+constexpr long kHugeMapFlags = MAP_HUGETLB | (21L << MAP_HUGE_SHIFT);
 
 uint64_t round_up(uint64_t v, uint64_t align) { return (v + align - 1) & ~(align - 1); }
 
@@ -42,7 +48,7 @@ ArenaLayout ArenaLayout::compute(uint64_t page_size, uint64_t frame_count) {
   return l;
 }
 
-bool Arena::create(uint64_t page_size, uint64_t frame_count, std::string* error) {
+bool Arena::create(uint64_t page_size, uint64_t frame_count, std::string* error, bool huge) {
   if (page_size < 4096 || (page_size & (page_size - 1)) != 0 || frame_count == 0 ||
       frame_count >= (1ull << 32) - 1) {
     if (error) *error = "invalid arena geometry";
@@ -50,11 +56,29 @@ bool Arena::create(uint64_t page_size, uint64_t frame_count, std::string* error)
   }
   ArenaLayout l = ArenaLayout::compute(page_size, frame_count);
   // Over-map by one page so the frame area can be aligned to the page size
-  // (mmap only promises 4 KiB alignment). MAP_NORESERVE: memory is committed
-  // as frames are first filled, not up front.
+  // (mmap only promises 4 KiB alignment).
   uint64_t map_bytes = l.total_bytes + page_size;
-  long addr = sys::raw(SYS_mmap, 0, static_cast<long>(map_bytes), PROT_READ | PROT_WRITE,
-                       MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  long addr = -ENOMEM;
+  if (huge) {
+    // Why: the arena is shared memory, which gets no transparent huge pages
+    // unless shmem THP is enabled (it rarely is), so every random hit walks
+    // the page tables; hugetlb pages spare that. No MAP_NORESERVE: the pages
+    // are taken at map time, or the map fails here and we fall back, rather
+    // than a later fault killing the program with SIGBUS.
+    uint64_t huge_bytes = round_up(map_bytes, kHugePageBytes);
+    addr = sys::raw(SYS_mmap, 0, static_cast<long>(huge_bytes), PROT_READ | PROT_WRITE,
+                    MAP_SHARED | MAP_ANONYMOUS | kHugeMapFlags, -1, 0);
+    if (addr >= 0 || addr <= -4096) {
+      map_bytes = huge_bytes;
+      huge_ = true;
+    }
+  }
+  // MAP_NORESERVE: memory is committed as frames are first filled, not up
+  // front.
+  if (!huge_) {
+    addr = sys::raw(SYS_mmap, 0, static_cast<long>(map_bytes), PROT_READ | PROT_WRITE,
+                    MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  }
   if (addr < 0 && addr > -4096) {
     if (error) *error = std::string("cannot map the arena: ") + strerror(static_cast<int>(-addr));
     return false;

@@ -65,7 +65,10 @@ struct ArenaLayout {
 class Arena {
  public:
   // Maps and initialises a new arena. Returns false and sets *error on failure.
-  bool create(uint64_t page_size, uint64_t frame_count, std::string* error);
+  // `huge`: first try the administrator's reserved 2 MiB huge pages
+  // (hugetlb, /proc/sys/vm/nr_hugepages), reserved whole at map time so that
+  // no fault can fail later; when too few are free, the ordinary mapping.
+  bool create(uint64_t page_size, uint64_t frame_count, std::string* error, bool huge = false);
   ~Arena();
 
   ArenaHeader& header() const { return *reinterpret_cast<ArenaHeader*>(base_); }
@@ -78,6 +81,8 @@ class Arena {
   uint64_t page_size() const { return uint64_t{1} << page_shift_; }
   unsigned page_shift() const { return page_shift_; }
   uint64_t mapped_bytes() const { return mapped_bytes_; }
+  // The arena lies on hugetlb pages (create's `huge` was granted).
+  bool huge() const { return huge_; }
 
  private:
   char* base_ = nullptr;         // the header
@@ -90,6 +95,7 @@ class Arena {
   char* data_ = nullptr;
   uint64_t frame_count_ = 0;
   unsigned page_shift_ = 0;
+  bool huge_ = false;
 };
 
 }  // namespace upcache

@@ -131,6 +131,7 @@ class CacheImpl final : public Cache {
   void prefetch(FileRef* file, uint64_t offset, uint64_t len) override;
   int advise(FileRef* file, RaState& ra, uint64_t offset, uint64_t len, int advice) override;
   bool owns_fd(int fd) const override { return backend_ && backend_->owns_fd(fd); }
+  bool on_huge_pages() const override { return arena_.huge(); }
   int relocate_fd(int fd) override { return backend_ ? backend_->relocate_fd(fd) : -EBADF; }
   void after_fork_child() override;
 
@@ -223,7 +224,7 @@ CacheImpl::~CacheImpl() {
 }
 
 bool CacheImpl::init(std::string* error) {
-  if (!arena_.create(config_.page_size, config_.frame_count(), error)) return false;
+  if (!arena_.create(config_.page_size, config_.frame_count(), error, config_.huge_pages)) return false;
   shift_ = arena_.page_shift();
   pid_ = sys::getpid();
   self_word_ = owner_self();

@@ -141,6 +141,8 @@ class Cache {
 
   // Bytes of one cache page.
   uint64_t page_size() const { return config_.page_size; }
+  // The cache lies on hugetlb pages (Config::huge_pages, granted).
+  virtual bool on_huge_pages() const = 0;
 
  protected:
   explicit Cache(const Config& config) : config_(config) {}

@@ -141,6 +141,7 @@ Config Config::from_env(void (*warn)(const char*), bool secure) {
   r.word("UPCACHE_SPLICE", splice_words, splice_values, 2, &c.splice_from_cache, "cache or kernel");
   r.flag("UPCACHE_STATS", &c.stats);
   r.flag("UPCACHE_STATS_KEEP", &c.stats_keep);
+  r.flag("UPCACHE_HUGEPAGES", &c.huge_pages);
   r.number("UPCACHE_CALLERS", 0, 1u << 30, &c.callers);
   unsigned level = static_cast<unsigned>(c.log_level);
   r.number("UPCACHE_LOG_LEVEL", 0, 3, &level);

@@ -39,6 +39,11 @@ struct Config {
   // UPCACHE_SPLICE=cache|kernel: splice(2) from a cached file into a pipe is
   // served from the cache (cache), or passed to the kernel (kernel).
   bool splice_from_cache = true;
+  // UPCACHE_HUGEPAGES=1: put the cache on the administrator's reserved 2 MiB
+  // huge pages (/proc/sys/vm/nr_hugepages) when enough are free. Off by
+  // default: reserved huge pages are set aside for programs that ask, and a
+  // cache taking them silently could starve the program they were meant for.
+  bool huge_pages = false;
   bool disabled = false;                      // UPCACHE_DISABLE=1: pass everything through
   bool stats = true;                          // UPCACHE_STATS=0 turns the segment off
   bool stats_keep = false;                    // UPCACHE_STATS_KEEP=1

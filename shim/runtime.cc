@@ -117,6 +117,14 @@ void init() {
       log::line(1, "upcache: cannot map the descriptor table; passing every call through");
       return;
     }
+    if (config.huge_pages) {
+      if (cache->on_huge_pages()) {
+        log::line(2, "upcache: the cache lies on reserved huge pages");
+      } else {
+        log::line(1, "upcache: UPCACHE_HUGEPAGES=1 but too few reserved huge pages are free "
+                     "(/proc/sys/vm/nr_hugepages); using ordinary pages");
+      }
+    }
     g_cache = cache.release();  // lives until the process ends: threads may still read at exit
     // SIGSEGV/SIGBUS: the guarded copy's recovery, chained to the program's handlers.
     signals::install({config.cache_bytes, config.page_size, config.ra_max_bytes}, config.fault.c_str());

@@ -90,6 +90,8 @@ void run_usage(FILE* f) {
           "                       (UPCACHE_INCLUDE; repeatable)\n"
           "  --exclude PREFIXES   never cache paths under these prefixes (UPCACHE_EXCLUDE)\n"
           "  --keep               keep the statistics after exit (UPCACHE_STATS_KEEP=1)\n"
+          "  --hugepages          put the cache on reserved 2M huge pages when enough are\n"
+          "                       free (UPCACHE_HUGEPAGES=1)\n"
           "  --disable            pass every call to the kernel (UPCACHE_DISABLE=1)\n"
           "  --lib PATH           the libupcache.so to preload (default: $UPCACHE_LIB, or\n"
           "                       the one installed with this upcache)\n"
@@ -139,7 +141,7 @@ void print_summary(const std::vector<Proc>& procs, double elapsed, bool disabled
 int cmd_run(int argc, char** argv) {
   enum {
     kSize = 1000, kPageSize, kRaMax, kDirect, kAsync, kIoThreads, kCallers, kLog, kLogLevel,
-    kInclude, kExclude, kKeep, kDisable, kLib
+    kInclude, kExclude, kKeep, kDisable, kLib, kHugePages
   };
   static const option longopts[] = {
       {"size", required_argument, nullptr, kSize},
@@ -154,6 +156,7 @@ int cmd_run(int argc, char** argv) {
       {"include", required_argument, nullptr, kInclude},
       {"exclude", required_argument, nullptr, kExclude},
       {"keep", no_argument, nullptr, kKeep},
+      {"hugepages", no_argument, nullptr, kHugePages},
       {"disable", no_argument, nullptr, kDisable},
       {"lib", required_argument, nullptr, kLib},
       {"quiet", no_argument, nullptr, 'q'},
@@ -237,6 +240,7 @@ int cmd_run(int argc, char** argv) {
       case kInclude: include += (include.empty() ? "" : ":") + std::string(optarg); break;
       case kExclude: exclude += (exclude.empty() ? "" : ":") + std::string(optarg); break;
       case kKeep: keep = true; break;
+      case kHugePages: env.emplace_back("UPCACHE_HUGEPAGES", "1"); break;
       case kDisable:
         disabled = true;
         env.emplace_back("UPCACHE_DISABLE", "1");

@@ -512,7 +512,8 @@ BAD_ENV = [("UPCACHE_SIZE", "banana"), ("UPCACHE_PAGE_SIZE", "3000"), ("UPCACHE_
            ("UPCACHE_DIRECT", "maybe"), ("UPCACHE_ASYNC", "x"), ("UPCACHE_IO_THREADS", "0"),
            ("UPCACHE_STATS", "2"), ("UPCACHE_CALLERS", "abc"), ("UPCACHE_LOG_LEVEL", "9"),
            ("UPCACHE_SIZE", "1Q"), ("UPCACHE_PAGE_SIZE", "8M"), ("UPCACHE_STATS_KEEP", "perhaps"),
-           ("UPCACHE_DISABLE", "sometimes"), ("UPCACHE_SPLICE", "sometimes"), ("UPCACHE_IO_THREADS", "99999999999999999999")]
+           ("UPCACHE_DISABLE", "sometimes"), ("UPCACHE_SPLICE", "sometimes"), ("UPCACHE_IO_THREADS", "99999999999999999999"),
+           ("UPCACHE_HUGEPAGES", "maybe")]
 
 
 def case_bad_env(E):
@@ -1033,6 +1034,65 @@ def case_load(E):
             c = E.counters(None)
             check(c.get("evictions", 0) > 0 and c.get("bytes_read", 0) > 0,
                   "load %s: no eviction pressure / not cached: %s" % (extra, c))
+
+
+HUGE_DIR = "/sys/kernel/mm/hugepages/hugepages-2048kB"
+
+
+def huge_free():
+    try:
+        with open(os.path.join(HUGE_DIR, "free_hugepages")) as f:
+            return int(f.read())
+    except OSError:
+        return None
+
+
+def case_hugepages(E):
+    """UPCACHE_HUGEPAGES=1: the cache on reserved 2 MiB pages when enough are
+    free (every byte right, four threads, a cache an eighth of the file),
+    else one upcache line and ordinary pages."""
+    data = pattern((3 << 20) + 77)
+    path = E.file("huge", data)
+    plain = E.run(["cat", path], preload=False)
+    free = huge_free()
+    # Too few free: a cache larger than every free huge page (ordinary
+    # memory is committed lazily, so the size costs nothing).
+    want = ((free or 0) + 16) * (2 << 20)
+    p = E.run(["cat", path], UPCACHE_HUGEPAGES=1, UPCACHE_SIZE=str(want))
+    check(p.returncode == 0 and p.stdout == plain.stdout, "too few huge pages: exit %d, output %s"
+          % (p.returncode, "same" if p.stdout == plain.stdout else "differs"))
+    check(one_upcache_line(p.stderr, "UPCACHE_HUGEPAGES", "huge pages"),
+          "too few huge pages: want one upcache line, got %r" % p.stderr)
+    if free is None or os.geteuid() != 0:
+        print("SKIP the granted case: needs root and %s" % HUGE_DIR)
+        return
+    nr = os.path.join(HUGE_DIR, "nr_hugepages")
+    with open(nr) as f:
+        before = int(f.read())
+    try:
+        with open(nr, "w") as f:
+            f.write(str(before + 16))  # 32 MiB: the 8 MiB cache and its metadata
+        if huge_free() < free + 8:
+            print("SKIP the granted case: the kernel could not reserve huge pages")
+            return
+        big = os.path.join(E.work, "huge-load")
+        subprocess.run([E.reader, "--make", big, str(64 << 20)], check=True)
+        E.clear_stats()
+        p = E.run([E.reader, big, "4", "600" if E.sanitized else "2000", "3"], timeout=900,
+                  UPCACHE_HUGEPAGES=1, UPCACHE_SIZE="8M", UPCACHE_LOG_LEVEL=2,
+                  UPCACHE_STATS_KEEP=1)
+        sys.stdout.write(p.stdout.decode())
+        check(p.returncode == 0, "on huge pages: exit %d %s" % (p.returncode, p.stderr.decode()[-500:]))
+        check(b"lies on reserved huge pages" in p.stderr,
+              "on huge pages: the cache did not say it lies on them: %r" % p.stderr[-500:])
+        c = E.counters(None)
+        check(c.get("evictions", 0) > 0 and c.get("hits", 0) > 0,
+              "on huge pages: no eviction pressure / no hits: %s" % c)
+        q = E.run(["cat", path], UPCACHE_HUGEPAGES=1, UPCACHE_SIZE="8M")
+        check(q.stdout == plain.stdout and q.stderr == b"", "on huge pages: cat: stderr %r" % q.stderr)
+    finally:
+        with open(nr, "w") as f:
+            f.write(str(before))
 
 
 def case_fork_kill(E):

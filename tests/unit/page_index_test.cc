@@ -3,6 +3,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdio>
 #include <string>
 
 #include "core/arena.h"
@@ -41,6 +42,64 @@ TEST(Arena, RejectsBadGeometry) {
   EXPECT_FALSE(err.empty());
   Arena b;
   EXPECT_FALSE(b.create(4096, 0, &err));
+}
+
+// Free 2 MiB huge pages of the system (-1: no hugetlb support).
+long free_huge_pages() {
+  FILE* f = fopen("/sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages", "r");
+  if (f == nullptr) return -1;
+  long n = -1;
+  if (fscanf(f, "%ld", &n) != 1) n = -1;
+  fclose(f);
+  return n;
+}
+
+// The kernel page size backing `addr`, from /proc/self/smaps (0: not found).
+long kernel_page_kib(const void* addr) {
+  FILE* f = fopen("/proc/self/smaps", "r");
+  if (f == nullptr) return 0;
+  char line[512];
+  bool in = false;
+  long kib = 0;
+  const auto a = reinterpret_cast<uintptr_t>(addr);
+  while (fgets(line, sizeof line, f)) {
+    unsigned long lo, hi;
+    if (sscanf(line, "%lx-%lx ", &lo, &hi) == 2) {
+      in = a >= lo && a < hi;
+    } else if (in && sscanf(line, "KernelPageSize: %ld kB", &kib) == 1) {
+      break;
+    }
+  }
+  fclose(f);
+  return in ? kib : 0;
+}
+
+TEST(Arena, HugePagesAskedButTooFewFreeGiveAnOrdinaryArena) {
+  long free = free_huge_pages();
+  // More frames than every free huge page holds (ordinary memory is
+  // committed lazily: the size costs nothing).
+  uint64_t frames = static_cast<uint64_t>(free < 0 ? 0 : free) * 128 + 4096;
+  Arena a;
+  std::string err;
+  ASSERT_TRUE(a.create(16384, frames, &err, /*huge=*/true)) << err;
+  EXPECT_FALSE(a.huge());
+  EXPECT_EQ(kernel_page_kib(a.frame_data(0)), 4);
+  a.frame_data(frames - 1)[16383] = 7;
+  EXPECT_EQ(a.frame_data(frames - 1)[16383], 7);
+}
+
+TEST(Arena, HugePagesWhenEnoughAreFree) {
+  // 64 frames of 16 KiB: 1 MiB of data and its metadata, two huge pages.
+  if (free_huge_pages() < 2) GTEST_SKIP() << "no free 2 MiB huge pages (tests/reliability rel_hugepages reserves some)";
+  Arena a;
+  std::string err;
+  ASSERT_TRUE(a.create(16384, 64, &err, /*huge=*/true)) << err;
+  ASSERT_TRUE(a.huge());
+  EXPECT_EQ(kernel_page_kib(a.frame_data(0)), 2048);
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(a.frame_data(0)) % 16384, 0u);
+  for (uint64_t i = 0; i < 64; ++i) a.frame_data(i)[0] = static_cast<char>(i);
+  for (uint64_t i = 0; i < 64; ++i) EXPECT_EQ(a.frame_data(i)[0], static_cast<char>(i));
+  EXPECT_EQ(a.mapped_bytes() % (2u << 20), 0u);
 }
 
 TEST(Arena, LayoutOffsetsArePositionIndependent) {
