@@ -891,6 +891,7 @@ int64_t CacheImpl::read(FileRef* file, RaState& ra, uint64_t pos, const iovec* i
   bool alone = false;  // read the pages still missing one at a time
 
   for (uint64_t p = first; p <= last;) {
+    if (p < last) index_->prefetch(file->file_id, p + 1);
     int64_t i = find_pinned(file->file_id, p);
     if (i < 0) {
       if (flags & kReadNoWait) {
