@@ -7,9 +7,10 @@
 
 namespace upcache::shim {
 
-namespace {
+// Hidden visibility (the shim's default): the hot path reads it without the GOT.
+std::atomic<bool> g_asym_available{false};
 
-std::atomic<bool> g_available{false};
+namespace {
 
 bool register_membarrier() {
   long cmds = sys::raw(SYS_membarrier, MEMBARRIER_CMD_QUERY, 0, 0);
@@ -19,15 +20,13 @@ bool register_membarrier() {
 
 }  // namespace
 
-void asym_init() { g_available.store(register_membarrier(), std::memory_order_release); }
+void asym_init() { g_asym_available.store(register_membarrier(), std::memory_order_release); }
 
 void asym_after_fork_child() {
   // Registration belongs to the address space; make sure the child's is.
-  if (g_available.load(std::memory_order_relaxed))
-    g_available.store(register_membarrier(), std::memory_order_release);
+  if (g_asym_available.load(std::memory_order_relaxed))
+    g_asym_available.store(register_membarrier(), std::memory_order_release);
 }
-
-bool asym_available() { return g_available.load(std::memory_order_acquire); }
 
 bool asym_heavy() { return sys::raw(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) == 0; }
 

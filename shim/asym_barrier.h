@@ -20,7 +20,8 @@ namespace upcache::shim {
 void asym_init();
 void asym_after_fork_child();
 
-bool asym_available();
+extern std::atomic<bool> g_asym_available;  // set by asym_init
+inline bool asym_available() { return g_asym_available.load(std::memory_order_acquire); }
 
 // The fast side: orders the compiler only; asym_heavy() orders the CPU.
 inline void asym_light() { std::atomic_signal_fence(std::memory_order_seq_cst); }
