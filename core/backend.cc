@@ -337,6 +337,7 @@ class BackendImpl final : public Backend, private IoHost {
   }
 
   bool is_direct(const BackendFile* f) const override { return f && f->direct(); }
+  uint32_t alignment(const BackendFile* f) const override { return f ? f->align : 1; }
   bool owns_fd(int fd) const override { return fds_.owns(fd); }
   // Starts the engine if no file did yet, so the answer is the real one.
   const char* engine_name() const override {

@@ -7,7 +7,8 @@
 // buffered fallback drops what it pulled into the kernel's page cache
 // (POSIX_FADV_DONTNEED) so the data is not cached twice.
 //
-// Reads are of whole pages into page-aligned frame buffers; a short read at
+// Reads are of whole pages into page-aligned frame buffers, or of aligned
+// blocks of one page (a partial page, core/frame.h); a short read at
 // end of file is normal (the caller records the valid length of the tail).
 //
 // Asynchronous reads (readahead) go to an engine: io_uring where the kernel
@@ -25,6 +26,8 @@
 //   eio_once=N     the first read touching page N fails with EIO, later ones succeed
 //   short=N        every read returns at most N bytes (the backend must loop)
 //   einval_at=OFF  O_DIRECT reads at or past byte OFF fail with EINVAL (tests fallback)
+//   eio_at=OFF     reads whose byte range contains byte OFF fail with EIO (tests the
+//                  completion of partial pages: the blocks held read fine, the rest fail)
 //   nodirect       open_file refuses O_DIRECT as a filesystem would (EINVAL)
 #pragma once
 
@@ -77,6 +80,10 @@ class Backend {
   // fstat on the backend's descriptor: 0 or -errno.
   virtual int stat(BackendFile* file, struct stat* st) = 0;
 
+  // The alignment a read of `file` must respect (offset, length, buffer):
+  // the O_DIRECT alignment, 1 when the file reads buffered. Never more than
+  // the page size. The cache reads parts of a page in blocks of at least this.
+  virtual uint32_t alignment(const BackendFile* file) const = 0;
   // True when `file` reads with O_DIRECT (false: buffered fallback).
   virtual bool is_direct(const BackendFile* file) const = 0;
   // Is `fd` one of the backend's own descriptors?

@@ -148,7 +148,16 @@ class CacheImpl final : public Cache {
   }
   static void unpin_unnoted(FrameDesc& f) { f.state.fetch_sub(kPinOne, std::memory_order_release); }
   int64_t find_pinned(uint64_t file_id, uint64_t page);
-  bool present(uint64_t file_id, uint64_t page) const;
+  bool present(uint64_t file_id, uint64_t page, bool whole_only = false) const;
+  // The bytes [lo, valid) a frame holds: valid - lo (lo is 0 unless PARTIAL).
+  static int64_t held_bytes(const FrameDesc& f) {
+    return static_cast<int64_t>(f.valid.load(std::memory_order_relaxed)) -
+           static_cast<int64_t>(f.lo.load(std::memory_order_relaxed));
+  }
+  // Does the frame hold bytes [from, to) of its page?
+  static bool holds(const FrameDesc& f, uint64_t from, uint64_t to) {
+    return f.lo.load(std::memory_order_relaxed) <= from && to <= f.valid.load(std::memory_order_relaxed);
+  }
   uint64_t wait_io(FrameDesc& f);
   void reap_dead(bool frames = true);
   void fail_orphaned_io(FrameDesc& f, uint32_t i, uint64_t owner);
@@ -169,6 +178,12 @@ class CacheImpl final : public Cache {
   int64_t issue(FileRef* file, uint64_t start, uint64_t count, uint64_t need_end, uint64_t mark,
                 uint64_t pin_page = kNoPin, int64_t* pinned = nullptr);
   static constexpr uint64_t kNoPin = ~0ull;
+  // Partial pages (frame.h).
+  uint64_t block_size(FileRef* file) const;
+  int64_t read_partial(FileRef* file, uint64_t page, uint64_t lo, uint64_t hi, int64_t* pinned);
+  void finish_partial(uint32_t frame, uint64_t lo, uint64_t hi, int64_t bytes);
+  static constexpr int64_t kAbsent = -1, kSkip = -2;
+  int64_t take_completion(uint64_t file_id, uint64_t page, uint64_t flags, bool keep_pin);
   int64_t submit_run(FileRef* file, uint64_t first_page, const uint32_t* frames, uint32_t n,
                   bool sync);
   void complete_run(uint64_t first_page, const uint32_t* frames, uint32_t n, int64_t result);
@@ -353,7 +368,7 @@ bool CacheImpl::refresh_size(FileRef* file) {
 
 bool CacheImpl::ra_probe(const void* self, uint64_t index) {
   auto* p = static_cast<const ProbeContext*>(self);
-  return p->cache->present(p->file_id, index);
+  return p->cache->present(p->file_id, index, true);
 }
 
 // ---------------------------------------------------------------- frames
@@ -380,11 +395,15 @@ int64_t CacheImpl::find_pinned(uint64_t file_id, uint64_t page) {
   return try_pin(arena_.frame(i), file_id, page) ? i : -1;
 }
 
-bool CacheImpl::present(uint64_t file_id, uint64_t page) const {
+// `whole_only`: a PARTIAL page does not count (readahead's probe: it is the
+// trace of a random reader, not of a stream).
+bool CacheImpl::present(uint64_t file_id, uint64_t page, bool whole_only) const {
   int64_t i = index_->find(file_id, page);
   if (i == PageIndex::kNone) return false;
   FrameDesc& f = arena_.frame(i);
-  return (f.state.load(std::memory_order_relaxed) & kHashed) &&
+  uint64_t s = f.state.load(std::memory_order_relaxed);
+  if (whole_only && (s & kPartial)) return false;
+  return (s & kHashed) &&
          f.file_id.load(std::memory_order_relaxed) == file_id &&
          f.page.load(std::memory_order_relaxed) == page;
 }
@@ -487,8 +506,10 @@ void CacheImpl::fail_orphaned_io(FrameDesc& f, uint32_t i, uint64_t owner) {
   uint64_t next;
   do {
     if (!(s & kIo)) break;  // another reaper was first
-    next = (s & ~(kIo | kHashed | kWaiters | kReadahead | kUnread)) | kError;
+    next = (s & ~(kIo | kHashed | kWaiters | kReadahead | kUnread | kUptodate | kPartial)) | kError;
   } while (!f.state.compare_exchange_weak(s, next, std::memory_order_acq_rel, std::memory_order_relaxed));
+  // A PARTIAL page whose completer died: its held bytes were counted.
+  if ((s & kIo) && (s & kUptodate)) stats_->cached_bytes(-held_bytes(f));
   futex_wake_all(low_word(&f.state));
   unpin_unnoted(f);
 }
@@ -529,7 +550,7 @@ int64_t CacheImpl::claim_frame(bool needed) {
                      static_cast<uint32_t>(v));
       stats_->add(stats::kEvictions);
       if (s & kUnread) stats_->add(stats::kReadaheadWasted);
-      if (s & kUptodate) stats_->cached_bytes(-static_cast<int64_t>(f.valid.load(std::memory_order_relaxed)));
+      if (s & kUptodate) stats_->cached_bytes(-held_bytes(f));
     }
     // Keep only the version and LOCKED: the frame is ours and free.
     f.state.store((s & ~kFlagsMask) | kLocked, std::memory_order_relaxed);
@@ -570,11 +591,16 @@ bool CacheImpl::recover_locked(uint32_t frame) {
   return true;
 }
 
+// The read of a whole page into `frame` is done: a new page, or the
+// completion of a PARTIAL one (frame.h), whose held bytes were counted.
 void CacheImpl::finish_io(uint32_t frame, int64_t bytes) {
   FrameDesc& f = arena_.frame(frame);
+  uint64_t s = f.state.load(std::memory_order_relaxed);
+  const int64_t held = (s & kUptodate) ? held_bytes(f) : 0;
   if (bytes >= 0) {
+    f.lo.store(0, std::memory_order_relaxed);
     f.valid.store(static_cast<uint32_t>(bytes), std::memory_order_relaxed);
-    stats_->cached_bytes(bytes);
+    stats_->cached_bytes(bytes - held);
   }
   if (bytes < 0) {
     // The error is reported to those waiting now, not cached: the next read
@@ -582,17 +608,106 @@ void CacheImpl::finish_io(uint32_t frame, int64_t bytes) {
     // reclaimed: a frame that is unhashed but still linked could be given to
     // another page and linked into a second chain.
     index_->remove(f.file_id.load(std::memory_order_relaxed), f.page.load(std::memory_order_relaxed), frame);
+    if (held) stats_->cached_bytes(-held);
   }
-  uint64_t s = f.state.load(std::memory_order_relaxed);
+  f.io_owner.store(0, std::memory_order_relaxed);  // before IO goes (frame.h)
   uint64_t next;
   do {
     if (bytes >= 0) {
-      next = (s & ~(kIo | kWaiters)) | kUptodate;
+      next = (s & ~(kIo | kWaiters | kPartial)) | kUptodate;
     } else {
-      next = (s & ~(kIo | kWaiters | kHashed | kReadahead | kUnread)) | kError;
+      next = (s & ~(kIo | kWaiters | kHashed | kReadahead | kUnread | kUptodate | kPartial)) | kError;
     }
   } while (!f.state.compare_exchange_weak(s, next, std::memory_order_release, std::memory_order_relaxed));
   if (s & kWaiters) futex_wake_all(low_word(&f.state));
+}
+
+// The read of blocks [lo, hi) of a new PARTIAL page is done. From the start
+// of the page to its end (or to end of file) is a whole page after all.
+void CacheImpl::finish_partial(uint32_t frame, uint64_t lo, uint64_t hi, int64_t bytes) {
+  if (bytes < 0) return finish_io(frame, bytes);
+  FrameDesc& f = arena_.frame(frame);
+  const uint64_t end = lo + static_cast<uint64_t>(bytes);
+  const bool whole = lo == 0 && (end == page_size() || end < hi);
+  f.valid.store(static_cast<uint32_t>(end), std::memory_order_relaxed);
+  stats_->cached_bytes(bytes);
+  f.io_owner.store(0, std::memory_order_relaxed);  // before IO goes (frame.h)
+  uint64_t s = f.state.load(std::memory_order_relaxed);
+  uint64_t next;
+  do {
+    next = (s & ~(kIo | kWaiters | (whole ? kPartial : 0))) | kUptodate;
+  } while (!f.state.compare_exchange_weak(s, next, std::memory_order_release, std::memory_order_relaxed));
+  if (s & kWaiters) futex_wake_all(low_word(&f.state));
+}
+
+// Reads in blocks at least this large when a page is read in part: the
+// kernel's 4 KiB page, or the file's O_DIRECT alignment if larger.
+uint64_t CacheImpl::block_size(FileRef* file) const {
+  uint64_t align = backend_->alignment(file->backend);
+  return align > 4096 ? align : 4096;
+}
+
+// A small random miss: reads only bytes [lo, hi) of `page` (block aligned)
+// into a new frame published PARTIAL, pinned for the caller in *pinned.
+// Returns 1 (one page read), 0 when the page appeared meanwhile (nothing
+// pinned), -ENOBUFS when no frame could be had, or -errno of the read.
+int64_t CacheImpl::read_partial(FileRef* file, uint64_t page, uint64_t lo, uint64_t hi, int64_t* pinned) {
+  const bool starve = __builtin_expect(fault_starve_claims_armed(), 0);  // tests
+  int64_t v = starve ? -1 : claim_frame(false);
+  if (v < 0 && !starve) v = claim_frame(true);
+  if (v < 0) return -ENOBUFS;
+  FrameDesc& f = arena_.frame(v);
+  f.file_id.store(file->file_id, std::memory_order_relaxed);
+  f.page.store(page, std::memory_order_relaxed);
+  f.lo.store(static_cast<uint32_t>(lo), std::memory_order_relaxed);
+  f.valid.store(static_cast<uint32_t>(lo), std::memory_order_relaxed);
+  f.io_owner.store(self_word_, std::memory_order_relaxed);
+  const uint64_t flags = kHashed | kIo | kPartial | kPinOne | kReferenced;
+  int64_t got = index_->insert_or_get(file->file_id, page, static_cast<uint32_t>(v), [&] {
+    uint64_t s = f.state.load(std::memory_order_relaxed);
+    uint64_t version = (s >> kVersionShift) + 1;
+    f.lock_owner.store(0, std::memory_order_relaxed);  // before LOCKED goes (frame.h)
+    f.state.store((version << kVersionShift) | flags, std::memory_order_release);
+  });
+  if (got != v) {
+    free_claimed(static_cast<uint32_t>(v));
+    return 0;
+  }
+  noted_pin(f);
+  *pinned = v;
+  iovec iov{arena_.frame_data(v) + lo, hi - lo};
+  int64_t r = backend_->read_sync(file->backend, (page << shift_) + lo, &iov, 1);
+  finish_partial(static_cast<uint32_t>(v), lo, hi, r);
+  return r < 0 ? r : 1;
+}
+
+// Takes IO on the PARTIAL frame of `page`, to read the whole page into it
+// (frame.h: completion), adding `flags` (READAHEAD, UNREAD) to its state.
+// Returns the frame, still pinned if `keep_pin` (the pin noted); kAbsent
+// when the page is not in the index; kSkip when it is there and needs no
+// completion from us (a whole page, being read, or being completed).
+int64_t CacheImpl::take_completion(uint64_t file_id, uint64_t page, uint64_t flags, bool keep_pin) {
+  int64_t i = index_->find(file_id, page);
+  if (i == PageIndex::kNone) return kAbsent;
+  FrameDesc& f = arena_.frame(i);
+  uint64_t s = f.state.load(std::memory_order_relaxed);
+  bool ours = (s & kHashed) && f.file_id.load(std::memory_order_relaxed) == file_id &&
+              f.page.load(std::memory_order_relaxed) == page;
+  if (!ours) return kAbsent;
+  if (!(s & kPartial)) return kSkip;  // the common case: no pin taken
+  // Pinned, the key cannot change and the clock cannot take the frame.
+  if (!try_pin(f, file_id, page)) return present(file_id, page) ? kSkip : kAbsent;
+  s = f.state.load(std::memory_order_relaxed);
+  do {
+    if ((s & (kHashed | kUptodate | kPartial | kIo)) != (kHashed | kUptodate | kPartial)) {
+      unpin(f);
+      return kSkip;
+    }
+  } while (!f.state.compare_exchange_weak(s, s | kIo | flags, std::memory_order_acquire,
+                                          std::memory_order_relaxed));
+  f.io_owner.store(self_word_, std::memory_order_relaxed);
+  if (!keep_pin) unpin(f);
+  return i;
 }
 
 // Coherence depends on this finding the page if it is there, so it looks
@@ -620,7 +735,7 @@ void CacheImpl::drop_page(uint64_t file_id, uint64_t page) {
     } while (!f.state.compare_exchange_weak(s, next, std::memory_order_acq_rel));
     if (s & kHashed) {
       index_->remove(file_id, page, static_cast<uint32_t>(i));
-      if (s & kUptodate) stats_->cached_bytes(-static_cast<int64_t>(f.valid.load(std::memory_order_relaxed)));
+      if (s & kUptodate) stats_->cached_bytes(-held_bytes(f));
     }
     unpin(f);
   }
@@ -748,9 +863,33 @@ int64_t CacheImpl::issue(FileRef* file, uint64_t start, uint64_t count, uint64_t
 
   for (uint64_t p = start; p < end; ++p) {
     bool needed = p < need_end;
-    if (present(file->file_id, p)) {
+    // A PARTIAL page in the window is completed, not skipped: its frame
+    // joins the run like a new one. It never gets the READAHEAD mark: like
+    // a page the kernel finds cached, it was there already (in part), and a
+    // random reader's pages must not relay async readahead through a file
+    // it read densely (each window completing pages and marking one more).
+    uint64_t extra = needed ? 0 : kUnread;
+    bool pin_it = p == pin_page && pinned != nullptr;
+    int64_t held = take_completion(file->file_id, p, extra, pin_it);
+    if (held == kSkip) {
       flush_sync();
       flush_async();
+      continue;
+    }
+    if (held >= 0) {
+      if (pin_it) *pinned = held;
+      if (needed) {
+        ++needed_read;
+        if (nsync == Backend::kMaxIov) flush_sync();
+        if (nsync == 0) sync_first = p;
+        sync_frames[nsync++] = static_cast<uint32_t>(held);
+      } else {
+        flush_sync();
+        if (nasync == Backend::kMaxIov) flush_async();
+        if (nasync == 0) async_first = p;
+        async_frames[nasync++] = static_cast<uint32_t>(held);
+        ++readahead;
+      }
       continue;
     }
     const bool starve = needed && __builtin_expect(fault_starve_claims_armed(), 0);  // tests
@@ -773,6 +912,7 @@ int64_t CacheImpl::issue(FileRef* file, uint64_t start, uint64_t count, uint64_t
     FrameDesc& f = arena_.frame(v);
     f.file_id.store(file->file_id, std::memory_order_relaxed);
     f.page.store(p, std::memory_order_relaxed);
+    f.lo.store(0, std::memory_order_relaxed);
     f.valid.store(0, std::memory_order_relaxed);
     f.io_owner.store(self_word_, std::memory_order_relaxed);
     uint64_t flags = kHashed | kIo;
@@ -891,10 +1031,13 @@ int64_t CacheImpl::read(FileRef* file, RaState& ra, uint64_t pos, const iovec* i
   unsigned retries = 0;  // pages read again (failed elsewhere, or stale)
   unsigned waits = 0;    // waits for a frame someone else holds
   bool alone = false;  // read the pages still missing one at a time
+  uint64_t incomplete = kNoPin;  // a PARTIAL page lacking bytes we need: read it as a miss
+  const uint64_t block = block_size(file);
 
   for (uint64_t p = first; p <= last;) {
     if (p < last) index_->prefetch(file->file_id, p + 1);
-    int64_t i = find_pinned(file->file_id, p);
+    const uint64_t page_start = p << shift_;
+    int64_t i = p == incomplete ? -1 : find_pinned(file->file_id, p);
     if (i < 0) {
       if (flags & kReadNoWait) {
         error = -EAGAIN;
@@ -909,9 +1052,28 @@ int64_t CacheImpl::read(FileRef* file, RaState& ra, uint64_t pos, const iovec* i
       // The caller needs [p, last]; whatever the window says, those pages are read now.
       uint64_t need_end = alone ? p + 1 : last + 1;
       int64_t got = 0, more = 0, pinned = -1;
-      if (w.size == 0 || w.start > p || w.start + w.size < need_end)
-        got = issue(file, p, need_end - p, need_end, RaWindow::kNoMark, p, &pinned);
-      if (w.size > 0 && got >= 0) more = issue(file, w.start, w.size, need_end, w.mark, p, &pinned);
+      // A random reader of part of one page: read only the blocks it needs
+      // (a PARTIAL page, frame.h), as the kernel reads only its 4 KiB pages.
+      // A PARTIAL page that lacks bytes is completed by issue() instead.
+      uint64_t lo = 0, hi = ps;
+      if (!w.stream && need_end == p + 1 && (w.size == 0 || (w.start == p && w.size == 1)) &&
+          p != incomplete && block < ps) {
+        lo = (pos > page_start ? pos - page_start : 0) & ~(block - 1);
+        uint64_t to = end - page_start < ps ? end - page_start : ps;
+        hi = (to + block - 1) & ~(block - 1);
+        // Reaching the end of file anyway: read on to it (a tail page whole
+        // in one read when it starts at the page).
+        uint64_t in_file = size - page_start < ps ? size - page_start : ps;
+        if (hi >= ((in_file + block - 1) & ~(block - 1))) hi = ps;
+      }
+      incomplete = kNoPin;
+      if (lo > 0 || hi < ps) {
+        got = read_partial(file, p, lo, hi, &pinned);
+      } else {
+        if (w.size == 0 || w.start > p || w.start + w.size < need_end)
+          got = issue(file, p, need_end - p, need_end, RaWindow::kNoMark, p, &pinned);
+        if (w.size > 0 && got >= 0) more = issue(file, w.start, w.size, need_end, w.mark, p, &pinned);
+      }
       if (got < 0 || more < 0) {
         if (pinned >= 0) unpin(arena_.frame(pinned));
         if (got == -ENOBUFS || more == -ENOBUFS) {
@@ -963,6 +1125,19 @@ int64_t CacheImpl::read(FileRef* file, RaState& ra, uint64_t pos, const iovec* i
       }
       s = wait_io(f);
     }
+    uint64_t from = pos > page_start ? pos - page_start : 0;
+    uint64_t to = end - page_start < ps ? end - page_start : ps;
+    if ((s & (kPartial | kError)) == kPartial && !holds(f, from, to)) {
+      // A PARTIAL page without all the bytes we need: read it as a miss
+      // would be (readahead decides the window), which completes it.
+      unpin(f);
+      if (flags & kReadNoWait) {
+        error = -EAGAIN;
+        break;
+      }
+      incomplete = p;
+      continue;
+    }
     if (s & kError) {
       // Someone else's read of this page failed (readahead, or a process
       // that died with it in flight). Like filemap_read, read it again
@@ -978,9 +1153,6 @@ int64_t CacheImpl::read(FileRef* file, RaState& ra, uint64_t pos, const iovec* i
       uint64_t old = f.state.fetch_and(~kUnread, std::memory_order_relaxed);
       if (old & kUnread) stats_->add(stats::kReadaheadHits);
     }
-    uint64_t page_start = p << shift_;
-    uint64_t from = pos > page_start ? pos - page_start : 0;
-    uint64_t to = end - page_start < ps ? end - page_start : ps;
     uint64_t valid = f.valid.load(std::memory_order_relaxed);
     if (to > valid) {
       // The frame holds less than our idea of the file: it was read when the
@@ -1079,6 +1251,8 @@ int64_t CacheImpl::read_hit(FileRef* file, RaState& ra, uint64_t pos, void* buf,
   }
   FrameDesc& f = arena_.frame(i);
   if ((s1 & (kWant | kDecline)) != kWant || f.valid.load(std::memory_order_relaxed) < from + n) return 0;
+  // A PARTIAL page serves only the bytes it holds (frame.h).
+  if (__builtin_expect(s1 & kPartial, 0) && f.lo.load(std::memory_order_relaxed) > from) return 0;
   const bool timed = hit_sampled();
   const uint64_t t0 = timed ? now_ns() : 0;
   // The frame may be evicted and refilled with another page while we copy:
@@ -1097,10 +1271,16 @@ int64_t CacheImpl::read_hit(FileRef* file, RaState& ra, uint64_t pos, void* buf,
   // the same version: giving it to another page takes LOCKED and clears
   // HASHED (claim_frame), dropping it clears HASHED (drop_page), and only a
   // publication under a new version sets HASHED again (insert_or_get); the
-  // bytes of a frame change only after such a publication.
+  // bytes of a frame change only after such a publication, or while a
+  // PARTIAL page is completed: IO set, then PARTIAL cleared or (failure)
+  // HASHED cleared, all within the version. A copy that overlapped a
+  // completion, or read `lo` and `valid` of another moment, sees one of them
+  // changed. (IO and PARTIAL never change within a version otherwise: no
+  // false rejections on whole pages.)
   std::atomic_thread_fence(std::memory_order_acquire);
   const uint64_t s2 = f.state.load(std::memory_order_relaxed);
-  if (version(s2) != version(s1) || (s2 & (kHashed | kLocked)) != kHashed) return 0;
+  if (version(s2) != version(s1) || (s2 & (kHashed | kLocked | kIo | kPartial)) != (kHashed | (s1 & kPartial)))
+    return 0;
 
   hint.file_id = file_id;
   hint.page = page;

@@ -74,6 +74,12 @@ void FaultSpec::parse(const char* text, uint64_t page_size) {
         short_max_ = v;
         active_ = true;
       }
+    } else if (key_is(p, eq, "eio_at") && at_count_ < kMaxEntries) {
+      uint64_t v = 0;
+      if (parse_size_range(eq + 1, end, &v)) {
+        eio_at_[at_count_++] = v;
+        active_ = true;
+      }
     } else if (key_is(p, eq, "einval_at")) {
       uint64_t v = 0;
       if (parse_size_range(eq + 1, end, &v)) {
@@ -99,6 +105,8 @@ int64_t FaultSpec::filter(uint64_t offset, uint64_t len, bool direct, uint64_t a
   if (einval_ && direct && offset + len > einval_at_) return -EINVAL;
   for (int i = 0; i < eio_count_; ++i)
     if (touches(eio_first_[i], eio_last_[i], offset, len)) return -EIO;
+  for (int i = 0; i < at_count_; ++i)
+    if (len != 0 && offset <= eio_at_[i] && eio_at_[i] < offset + len) return -EIO;
   for (int i = 0; i < once_count_; ++i) {
     if (touches(once_page_[i], once_page_[i], offset, len) &&
         !once_fired_[i].load(std::memory_order_relaxed) &&

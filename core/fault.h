@@ -5,8 +5,10 @@
 //   eio_once=N     the first read touching page N fails with EIO, later ones succeed
 //   short=N        every read returns at most N bytes (the backend must loop)
 //   einval_at=OFF  O_DIRECT reads at or past byte OFF fail with EINVAL (tests fallback)
+//   eio_at=OFF     reads whose byte range contains byte OFF fail with EIO (tests the
+//                  completion of partial pages: the blocks held read fine, the rest fail)
 //   nodirect       open_file refuses O_DIRECT as a filesystem would (EINVAL)
-// N, M are page numbers; short and einval_at take sizes ("4096", "64K").
+// N, M are page numbers; short, einval_at and eio_at take sizes ("4096", "64K").
 // Several eio / eio_once entries may be given (up to kMaxEntries each);
 // unknown or malformed entries are ignored.
 //
@@ -61,6 +63,8 @@ class FaultSpec {
   int eio_count_ = 0;
   uint64_t eio_first_[kMaxEntries] = {};
   uint64_t eio_last_[kMaxEntries] = {};
+  int at_count_ = 0;
+  uint64_t eio_at_[kMaxEntries] = {};
   int once_count_ = 0;
   uint64_t once_page_[kMaxEntries] = {};
   std::atomic<bool> once_fired_[kMaxEntries] = {};

@@ -26,7 +26,32 @@
 //    HASHED is cleared: never is an unpinned, idle frame unhashed but still
 //    linked, or the clock could give it to another page and link it twice.
 //  - UPTODATE and ERROR are set only when IO is cleared; readers sleeping on
-//    IO set WAITERS first, and whoever clears IO wakes them.
+//    IO set WAITERS first, and whoever clears IO wakes them. Whoever clears
+//    IO clears io_owner first (so a later IO's owner is never mistaken for
+//    an earlier, dead one).
+//
+// PARTIAL pages. A small random miss reads only the blocks it needs (4 KiB,
+// or the O_DIRECT alignment if larger) of a page: the frame then holds the
+// bytes [lo, valid) of the page, block aligned (valid may end short at end
+// of file), and carries PARTIAL. A frame that is not PARTIAL has lo == 0.
+//  - Bytes outside [lo, valid) are never served. A read inside the range is a
+//    hit; read_hit checks lo only when PARTIAL is set.
+//  - Completion: whoever needs other bytes (a reader, a readahead window,
+//    WILLNEED) takes IO on the frame with one CAS from HASHED|UPTODATE|
+//    PARTIAL without IO or LOCKED (it holds a pin, or the CAS would race the
+//    clock), then reads the whole page into the frame. Exactly one completer
+//    wins; the others wait on IO like on any read in flight. The held bytes
+//    are rewritten with the values they had (the file has not changed, or
+//    coherence would have dropped the page); readers copying them meanwhile
+//    without a pin (read_hit) throw their copy away anyway, since its re-check
+//    rejects a frame whose IO or PARTIAL changed.
+//  - Success: lo = 0, valid = the page's bytes, then IO and PARTIAL are cleared
+//    in one store (release): a normal up-to-date page of the same version.
+//    Failure: the page is unlinked and gets ERROR like any failed read
+//    (UPTODATE and PARTIAL cleared); a later read reads it again. A completer
+//    killed mid-read is failed the same way by the reaper.
+//  - A PARTIAL page is evicted and dropped like any other; the cached-bytes
+//    counter holds valid - lo for every up-to-date frame.
 #pragma once
 
 #include <atomic>
@@ -46,6 +71,7 @@ constexpr uint64_t kLocked = 1ull << 21;      // one owner is (re)assigning the 
 constexpr uint64_t kHashed = 1ull << 22;      // in the index
 constexpr uint64_t kWaiters = 1ull << 23;     // someone sleeps on the futex
 constexpr uint64_t kUnread = 1ull << 24;      // read ahead and not read by anyone yet
+constexpr uint64_t kPartial = 1ull << 25;     // only bytes [lo, valid) of the page are held
 constexpr uint64_t kFlagsMask = 0xffffffffull;
 constexpr int kVersionShift = 32;
 
@@ -61,6 +87,7 @@ struct alignas(64) FrameDesc {
   std::atomic<uint32_t> valid;     // bytes of the page that hold file data
   std::atomic<uint64_t> io_owner;        // owner word (core/owner.h) of the read in flight's issuer
   std::atomic<uint64_t> lock_owner;      // owner word (core/owner.h) of whoever holds LOCKED, 0: nobody
+  std::atomic<uint32_t> lo;        // first byte held of a PARTIAL page; 0 otherwise
 };
 
 static_assert(sizeof(FrameDesc) == 64, "one cache line per frame descriptor");

@@ -71,11 +71,14 @@ RaWindow clamp_to_eof(const RaContext& ctx, uint64_t start, uint64_t size, uint6
 
 // Issue the window the state now describes.
 RaWindow submit(const RaState& ra, const RaContext& ctx) {
-  return clamp_to_eof(ctx, ra.start, ra.size, ra.async_size);
+  RaWindow w = clamp_to_eof(ctx, ra.start, ra.size, ra.async_size);
+  w.stream = w.size > 0;
+  return w;
 }
 
 // Read just what was asked for: no mark, state untouched, so that a lone
 // random read neither pollutes the state nor triggers later readahead.
+// Not a stream: the cache may read only the blocks asked for.
 RaWindow exact(const RaContext& ctx, uint64_t index, uint64_t req) {
   return clamp_to_eof(ctx, index, req, 0);
 }

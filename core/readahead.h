@@ -60,17 +60,26 @@ struct RaState {
 };
 
 // A window to issue. `mark` is the page that gets the READAHEAD mark, or
-// kNoMark. A window with size 0 issues nothing.
+// kNoMark. A window with size 0 issues nothing. `stream` tells whether the
+// window belongs to a stream (a window the state describes: sequential,
+// context or async readahead) or is just the request of a random reader
+// (exact: random, random-advised, readahead off). For a random reader of a
+// single page the cache reads only the blocks asked for (a PARTIAL page,
+// core/frame.h), and the pages a random reader reads or completes never
+// carry a mark.
 struct RaWindow {
   static constexpr uint64_t kNoMark = ~0ull;
   uint64_t start = 0;
   uint64_t size = 0;
   uint64_t mark = kNoMark;
+  bool stream = false;
 };
 
 // What the algorithm may ask about the file.
 struct RaContext {
-  // Is page `index` present in the cache (up to date or in flight)?
+  // Is page `index` present in the cache (up to date or in flight)? A
+  // PARTIAL page (core/frame.h) is not: it is what a random reader leaves,
+  // no trace of a stream.
   bool (*cached)(const void* self, uint64_t index) = nullptr;
   const void* self = nullptr;
   uint64_t file_pages = 0;  // pages in the file (ceil(size / page)); windows are clamped to it

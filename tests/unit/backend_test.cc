@@ -598,6 +598,27 @@ TEST_F(BackendTest, EioOnceFailsOnceThenSucceeds) {
   ASSERT_EQ(o->backend->read_sync(o->file, kPage, iov.data(), 1), int64_t(kPage));
 }
 
+// eio_at=OFF fails exactly the reads whose range holds byte OFF, so a test
+// can let some blocks of a page read fine and the rest fail. Reads of one
+// block at an offset inside a page are aligned as partial pages need.
+TEST_F(BackendTest, EioAtFailsReadsHoldingTheByte) {
+  std::vector<uint8_t> want;
+  std::string path = disk_.make_file("eioat", 4 * kPage, &want);
+  std::string fault = "eio_at=" + std::to_string(kPage + 5000);
+  auto o = open_with(make_config(fault.c_str()), path);
+  Frames fr(1);
+  uint8_t* base = fr.data();
+  iovec block{base + 4096, 4096};
+  ASSERT_EQ(o->backend->read_sync(o->file, kPage + 0, &block, 1), 4096);
+  expect_bytes(base + 4096, want, kPage, 4096);
+  EXPECT_EQ(o->backend->read_sync(o->file, kPage + 4096, &block, 1), -EIO);
+  auto iov = fr.iov(0, 1);
+  EXPECT_EQ(o->backend->read_sync(o->file, kPage, iov.data(), 1), -EIO);
+  ASSERT_EQ(o->backend->read_sync(o->file, 2 * kPage, iov.data(), 1), int64_t(kPage));
+  EXPECT_GE(o->backend->alignment(o->file), 1u);
+  EXPECT_LE(o->backend->alignment(o->file), kPage);
+}
+
 TEST_F(BackendTest, EinvalMidFileSwitchesToBuffered) {
   REQUIRE_DIRECT();
   std::vector<uint8_t> want;

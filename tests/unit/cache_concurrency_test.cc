@@ -104,6 +104,12 @@ TEST(CacheConcurrency, ReadsLargerThanTheCache) {
   run({16 << 20, 1 << 20, 4096, 4, 150, "uring"}, 24);
 }
 
+// 16 KiB pages and mostly small random reads: partial pages (core/frame.h)
+// read, completed by readers and windows, evicted, all at once.
+TEST(CacheConcurrency, PartialPagesTinyCache) {
+  run({32 << 20, 2 << 20, 16384, 4, 1500, "threads"}, 25);
+}
+
 TEST(CacheConcurrency, LargePagesEighthOfTheFile) {
   run({64 << 20, 8 << 20, 65536, 4, 800, "uring"}, 23);
 }

@@ -582,5 +582,76 @@ TEST(Readahead, ReadaheadDisabled) {
   EXPECT_EQ(s.cached.size(), 9u + 10u);
 }
 
+// The stream flag: windows the state describes (a stream: sequential,
+// context, async readahead) carry it; the exact request of a random reader
+// (random read, random-advised, readahead off) does not, so the cache may
+// read only the blocks such a reader asks for and never marks its pages.
+TEST(Readahead, StreamFlagTellsStreamsFromRandomReads) {
+  auto miss = [](RaState& ra, RaContext& ctx, uint64_t index, uint64_t req) {
+    return ra_on_miss(ra, ctx, index, req);
+  };
+  std::set<uint64_t> cached;
+  RaContext ctx;
+  ctx.page_shift = 12;
+  ctx.file_pages = 1000;
+  ctx.self = &cached;
+  ctx.cached = [](const void* self, uint64_t i) {
+    return static_cast<const std::set<uint64_t>*>(self)->count(i) != 0;
+  };
+  {
+    RaState ra;
+    ra.ra_pages = 32;
+    RaWindow w = miss(ra, ctx, 500, 1);  // random: exactly the request
+    EXPECT_EQ(w.start, 500u);
+    EXPECT_EQ(w.size, 1u);
+    EXPECT_EQ(w.mark, N);
+    EXPECT_FALSE(w.stream);
+    w = miss(ra, ctx, 0, 1);  // start of file: a stream
+    EXPECT_EQ(w.size, 4u);
+    EXPECT_EQ(w.mark, 1u);
+    EXPECT_TRUE(w.stream);
+    ra.prev_pos = 4 * 4096;
+    w = miss(ra, ctx, 4, 1);  // sequential continuation
+    EXPECT_TRUE(w.stream);
+    w = ra_on_marked(ra, ctx, w.mark, 5, 1);  // async readahead
+    EXPECT_GT(w.size, 0u);
+    EXPECT_TRUE(w.stream);
+  }
+  {
+    // Context readahead: a run of cached pages longer than the request.
+    for (uint64_t p = 90; p < 100; ++p) cached.insert(p);
+    RaState ra;
+    ra.ra_pages = 32;
+    RaWindow w = miss(ra, ctx, 100, 1);
+    EXPECT_EQ(w.size, 11u);
+    EXPECT_TRUE(w.stream);
+    // A run no longer than the request: random, exact.
+    cached.insert(199);
+    w = miss(ra, ctx, 200, 1);
+    EXPECT_EQ(w.size, 1u);
+    EXPECT_FALSE(w.stream);
+    cached.clear();
+  }
+  {
+    RaState ra;
+    ra.ra_pages = 32;
+    ra.random = true;
+    RaWindow w = miss(ra, ctx, 0, 1);  // random-advised: even at page 0
+    EXPECT_EQ(w.size, 1u);
+    EXPECT_FALSE(w.stream);
+    RaState off;
+    off.ra_pages = 0;
+    w = miss(off, ctx, 0, 3);  // readahead off
+    EXPECT_EQ(w.size, 3u);
+    EXPECT_FALSE(w.stream);
+    // Nothing to issue is no stream either.
+    RaState ra2;
+    ra2.ra_pages = 32;
+    w = miss(ra2, ctx, 1000, 1);
+    EXPECT_EQ(w.size, 0u);
+    EXPECT_FALSE(w.stream);
+  }
+}
+
 }  // namespace
 }  // namespace upcache
