@@ -56,10 +56,22 @@ class Cache {
   // A fresh readahead state for a new open file description.
   RaState new_ra_state() const;
 
+  // Partial pages (core/frame.h): a miss that readahead does not extend (a
+  // random read, RaWindow::stream false) of part of one page reads only the
+  // 4 KiB blocks (or O_DIRECT alignment) it needs; the page then holds just
+  // those bytes. read() and read_hit() serve bytes inside them as hits and
+  // never serve a byte outside; a read needing other bytes, a readahead
+  // window or prefetch() covering the page reads the whole page into the
+  // same frame (exactly once, whoever races for it). Such a completion
+  // rewrites the bytes held with the values they had: correct as long as the
+  // file did not change behind the cache's back, which coherence (below)
+  // and revalidation at open already require. A completion that fails
+  // drops the page; a later read reads it again.
+  //
   // Reads into iov[0..iovcnt) from byte `pos` of `file`. Returns the bytes
   // read (0 at end of file, short only at end of file) or -errno: -EIO when
   // the device failed, -EAGAIN with kReadNoWait when a page is not up to
-  // date, -ENOBUFS when the cache does not serve this read (no frame could
+  // date or lacks bytes asked for (a partial page), -ENOBUFS when the cache does not serve this read (no frame could
   // be had: every frame pinned or in flight; or the file is mapped shared
   // and writable, see mapped_writable): the caller should then pass the whole
   // read to the kernel (bytes already copied into iov are copied again, the
@@ -79,7 +91,8 @@ class Cache {
   // Returns n when it served the read, counted exactly as read() counts a
   // one-page hit and with ra.prev_pos updated; 0 when it did not (nothing
   // counted, `buf` possibly written): the caller then calls read(), which does
-  // the rest (misses, marks, end of file, EFAULT).
+  // the rest (misses, marks, end of file, EFAULT, bytes a partial page does
+  // not hold).
   // Thread safety: may run concurrently with anything, including a read()
   // of another thread on the same RaState: of `ra` it only stores prev_pos
   // (RelaxedPos). Allocates nothing, makes no system call (but one clock read

@@ -50,8 +50,13 @@
 //    Failure: the page is unlinked and gets ERROR like any failed read
 //    (UPTODATE and PARTIAL cleared); a later read reads it again. A completer
 //    killed mid-read is failed the same way by the reaper.
+//  - The completer stores its io_owner right after the CAS (io_owner is 0
+//    then, never a dead earlier issuer's): killed between the two, it leaves
+//    IO set with no owner to reap, a window of two instructions like the one
+//    of lock_owner above.
 //  - A PARTIAL page is evicted and dropped like any other; the cached-bytes
 //    counter holds valid - lo for every up-to-date frame.
+//  - Completing never sets the READAHEAD mark (core/cache.cc, issue).
 #pragma once
 
 #include <atomic>

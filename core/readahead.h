@@ -77,9 +77,8 @@ struct RaWindow {
 
 // What the algorithm may ask about the file.
 struct RaContext {
-  // Is page `index` present in the cache (up to date or in flight)? A
-  // PARTIAL page (core/frame.h) is not: it is what a random reader leaves,
-  // no trace of a stream.
+  // Is page `index` present in the cache (up to date or in flight, whole or
+  // PARTIAL, core/frame.h)?
   bool (*cached)(const void* self, uint64_t index) = nullptr;
   const void* self = nullptr;
   uint64_t file_pages = 0;  // pages in the file (ceil(size / page)); windows are clamped to it
