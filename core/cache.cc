@@ -700,15 +700,37 @@ int64_t CacheImpl::take_completion(uint64_t file_id, uint64_t page, uint64_t fla
   if (!(s & kPartial)) return kSkip;  // the common case: no pin taken
   // Pinned, the key cannot change and the clock cannot take the frame.
   if (!try_pin(f, file_id, page)) return present(file_id, page) ? kSkip : kAbsent;
+  // The completion is claimed in io_owner (0 -> us) before IO is taken, so
+  // that IO is never set with nobody named: a completer killed between the
+  // two leaves only its claim, which the next completer finds gone and takes
+  // over; killed after, the reaper fails its IO as any dead issuer's.
+  uint64_t prev = 0;
+  if (!f.io_owner.compare_exchange_strong(prev, self_word_, std::memory_order_acquire,
+                                          std::memory_order_relaxed)) {
+    // Being read or completed (IO: wait for it, the reaper covers a dead
+    // issuer), or claimed by a completer that has not taken IO yet: a few
+    // instructions, unless it died there.
+    s = f.state.load(std::memory_order_acquire);
+    if ((s & kIo) || prev == self_word_ || !owner_gone(prev) ||
+        !f.io_owner.compare_exchange_strong(prev, self_word_, std::memory_order_acquire,
+                                            std::memory_order_relaxed)) {
+      unpin(f);
+      return kSkip;
+    }
+  }
+  if (__builtin_expect(fault_kill_in_completion_armed(), 0)) sys::raw(SYS_kill, pid_, SIGKILL);  // tests
   s = f.state.load(std::memory_order_relaxed);
   do {
     if ((s & (kHashed | kUptodate | kPartial | kIo)) != (kHashed | kUptodate | kPartial)) {
+      // Completed, dropped or failed meanwhile (or its IO is ending: whoever
+      // ends IO clears io_owner first). Give the claim back.
+      uint64_t mine = self_word_;
+      f.io_owner.compare_exchange_strong(mine, 0, std::memory_order_release, std::memory_order_relaxed);
       unpin(f);
       return kSkip;
     }
   } while (!f.state.compare_exchange_weak(s, s | kIo | flags, std::memory_order_acquire,
                                           std::memory_order_relaxed));
-  f.io_owner.store(self_word_, std::memory_order_relaxed);
   if (!keep_pin) unpin(f);
   return i;
 }

@@ -129,6 +129,7 @@ std::atomic<bool> g_kill_in_claim{false};
 std::atomic<bool> g_lose_async{false};
 std::atomic<bool> g_starve_claims{false};
 std::atomic<bool> g_kill_after_pin{false};
+std::atomic<bool> g_kill_in_completion{false};
 }  // namespace
 
 void fault_arm_kill_in_claim() { g_kill_in_claim.store(true, std::memory_order_relaxed); }
@@ -139,5 +140,7 @@ void fault_arm_starve_claims(bool on) { g_starve_claims.store(on, std::memory_or
 bool fault_starve_claims_armed() { return g_starve_claims.load(std::memory_order_relaxed); }
 void fault_arm_kill_after_pin() { g_kill_after_pin.store(true, std::memory_order_relaxed); }
 bool fault_kill_after_pin_armed() { return g_kill_after_pin.load(std::memory_order_relaxed); }
+void fault_arm_kill_in_completion() { g_kill_in_completion.store(true, std::memory_order_relaxed); }
+bool fault_kill_in_completion_armed() { return g_kill_in_completion.load(std::memory_order_relaxed); }
 
 }  // namespace upcache

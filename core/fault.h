@@ -100,4 +100,10 @@ bool fault_starve_claims_armed();
 void fault_arm_kill_after_pin();
 bool fault_kill_after_pin_armed();
 
+// Test hook, process-wide: the next completion of a partial page kills the
+// process with SIGKILL between claiming the completion and taking IO
+// (frame.h), as if killed from outside right there.
+void fault_arm_kill_in_completion();
+bool fault_kill_in_completion_armed();
+
 }  // namespace upcache

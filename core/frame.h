@@ -37,10 +37,11 @@
 //  - Bytes outside [lo, valid) are never served. A read inside the range is a
 //    hit; read_hit checks lo only when PARTIAL is set.
 //  - Completion: whoever needs other bytes (a reader, a readahead window,
-//    WILLNEED) takes IO on the frame with one CAS from HASHED|UPTODATE|
-//    PARTIAL without IO or LOCKED (it holds a pin, or the CAS would race the
-//    clock), then reads the whole page into the frame. Exactly one completer
-//    wins; the others wait on IO like on any read in flight. The held bytes
+//    WILLNEED), holding a pin, first claims the completion by naming itself
+//    in io_owner (CAS from 0; a claim whose owner is gone is taken over),
+//    then takes IO on the frame with one CAS from HASHED|UPTODATE|PARTIAL
+//    without IO or LOCKED, then reads the whole page into the frame. Exactly
+//    one completer wins; the others wait on IO like on any read in flight. The held bytes
 //    are rewritten with the values they had (the file has not changed, or
 //    coherence would have dropped the page); readers copying them meanwhile
 //    without a pin (read_hit) throw their copy away anyway, since its re-check
@@ -50,10 +51,11 @@
 //    Failure: the page is unlinked and gets ERROR like any failed read
 //    (UPTODATE and PARTIAL cleared); a later read reads it again. A completer
 //    killed mid-read is failed the same way by the reaper.
-//  - The completer stores its io_owner right after the CAS (io_owner is 0
-//    then, never a dead earlier issuer's): killed between the two, it leaves
-//    IO set with no owner to reap, a window of two instructions like the one
-//    of lock_owner above.
+//  - Claim before IO, so IO is never set with nobody named: a completer
+//    killed after its claim and before IO leaves only the claim, which the
+//    next completer finds gone and takes over; killed after IO, the reaper
+//    fails its IO as any dead issuer's. A completer whose IO CAS fails gives
+//    its claim back.
 //  - A PARTIAL page is evicted and dropped like any other; the cached-bytes
 //    counter holds valid - lo for every up-to-date frame.
 //  - Completing never sets the READAHEAD mark (core/cache.cc, issue).

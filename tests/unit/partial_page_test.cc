@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "core/cache.h"
+#include "core/fault.h"
 #include "core/stats.h"
 #include "core/stats_sink.h"
 #include "cache_fixture.h"
@@ -441,6 +442,39 @@ TEST_F(PartialPageTest, ForkedProcessesRacingToCompletePages) {
   uint64_t before = disk();
   for (uint64_t p = 1; p <= pages; ++p) ASSERT_EQ(random_read(f, p * kPage, kPage, 13, size), static_cast<int64_t>(kPage));
   EXPECT_EQ(disk(), before);
+}
+
+// A forked worker killed between claiming a page's completion and taking
+// IO leaves only its claim: the next reader takes it over and completes the
+// page instead of waiting for ever (before the claim went first, IO could
+// be left set with nobody named for the reaper).
+TEST_F(PartialPageTest, CompleterKilledBeforeTakingIoIsTakenOver) {
+  make_cache(8 << 20, kPage);
+  const uint64_t size = 1 << 20;
+  FileRef* f = pattern_file(size, 17);
+  ASSERT_NE(f, nullptr);
+  ASSERT_EQ(random_read(f, 3 * kPage + 100, 100, 17, size), 100);  // page 3 partial
+  pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    cache->after_fork_child();
+    fault_arm_kill_in_completion();
+    RaState ra = cache->new_ra_state();
+    std::vector<char> buf(4096);
+    iovec iov{buf.data(), buf.size()};
+    cache->read(f, ra, 3 * kPage + 8192, &iov, 1);  // killed mid-claim
+    _exit(3);
+  }
+  int status = 0;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL) << status;
+  // The page is still partial, claimed by the dead: a read of other bytes
+  // completes it (one read of the page), and then it is whole.
+  uint64_t before = disk();
+  ASSERT_EQ(random_read(f, 3 * kPage + 8192, 4096, 17, size), 4096);
+  EXPECT_EQ(disk(), before + kPage);
+  ASSERT_EQ(random_read(f, 3 * kPage, kPage, 17, size), static_cast<int64_t>(kPage));
+  EXPECT_EQ(disk(), before + kPage);
 }
 
 // The buffered fallback (O_DIRECT refused) reads partial pages the same way.
