@@ -885,6 +885,22 @@ int64_t CacheImpl::issue(FileRef* file, uint64_t start, uint64_t count, uint64_t
     submit_run(file, async_first, async_frames, nasync, false);
     nasync = 0;
   };
+  // Frame `frame`, ready to be read for page p, joins the synchronous run
+  // (a page the caller needs) or the asynchronous one.
+  auto queue = [&](uint64_t p, uint32_t frame, bool needed) {
+    if (needed) {
+      ++needed_read;
+      if (nsync == Backend::kMaxIov) flush_sync();
+      if (nsync == 0) sync_first = p;
+      sync_frames[nsync++] = frame;
+    } else {
+      flush_sync();
+      if (nasync == Backend::kMaxIov) flush_async();
+      if (nasync == 0) async_first = p;
+      async_frames[nasync++] = frame;
+      ++readahead;
+    }
+  };
 
   for (uint64_t p = start; p < end; ++p) {
     bool needed = p < need_end;
@@ -903,18 +919,7 @@ int64_t CacheImpl::issue(FileRef* file, uint64_t start, uint64_t count, uint64_t
     }
     if (held >= 0) {
       if (pin_it) *pinned = held;
-      if (needed) {
-        ++needed_read;
-        if (nsync == Backend::kMaxIov) flush_sync();
-        if (nsync == 0) sync_first = p;
-        sync_frames[nsync++] = static_cast<uint32_t>(held);
-      } else {
-        flush_sync();
-        if (nasync == Backend::kMaxIov) flush_async();
-        if (nasync == 0) async_first = p;
-        async_frames[nasync++] = static_cast<uint32_t>(held);
-        ++readahead;
-      }
+      queue(p, static_cast<uint32_t>(held), needed);
       continue;
     }
     const bool starve = needed && __builtin_expect(fault_starve_claims_armed(), 0);  // tests
@@ -962,18 +967,7 @@ int64_t CacheImpl::issue(FileRef* file, uint64_t start, uint64_t count, uint64_t
       noted_pin(f);
       *pinned = v;
     }
-    if (needed) {
-      ++needed_read;
-      if (nsync == Backend::kMaxIov) flush_sync();
-      if (nsync == 0) sync_first = p;
-      sync_frames[nsync++] = static_cast<uint32_t>(v);
-    } else {
-      flush_sync();
-      if (nasync == Backend::kMaxIov) flush_async();
-      if (nasync == 0) async_first = p;
-      async_frames[nasync++] = static_cast<uint32_t>(v);
-      ++readahead;
-    }
+    queue(p, static_cast<uint32_t>(v), needed);
   }
   flush_sync();
   flush_async();
@@ -1260,7 +1254,7 @@ int64_t CacheImpl::read_hit(FileRef* file, RaState& ra, uint64_t pos, void* buf,
   uint64_t s1 = 0;
   for (;;) {
     if (!hinted) {
-      int64_t found = index_->find_prefetching(file_id, page, from, n);
+      int64_t found = index_->find_prefetching(file_id, page, from);
       if (found == PageIndex::kNone) return 0;
       i = static_cast<uint64_t>(found);
     }

@@ -16,8 +16,10 @@ uint64_t PageIndex::hash(uint64_t file_id, uint64_t page) {
 }
 
 int64_t PageIndex::find(uint64_t file_id, uint64_t page) const {
-  Bucket& b = bucket(file_id, page);
-  uint32_t link = b.head.load(std::memory_order_acquire);
+  return walk(bucket(file_id, page).head.load(std::memory_order_acquire), file_id, page);
+}
+
+int64_t PageIndex::walk(uint32_t link, uint64_t file_id, uint64_t page) const {
   for (int steps = 0; link != 0 && steps < kMaxWalk; ++steps) {
     FrameDesc& f = arena_.frame(link - 1);
     if (f.page.load(std::memory_order_relaxed) == page &&
@@ -28,24 +30,16 @@ int64_t PageIndex::find(uint64_t file_id, uint64_t page) const {
   return kNone;
 }
 
-int64_t PageIndex::find_prefetching(uint64_t file_id, uint64_t page, uint64_t offset,
-                                    uint64_t bytes) const {
+int64_t PageIndex::find_prefetching(uint64_t file_id, uint64_t page, uint64_t offset) const {
   Bucket& b = bucket(file_id, page);
   uint32_t link = b.head.load(std::memory_order_acquire);
   if (link == 0) return kNone;
   // A prefetch never faults, and the whole arena stays mapped: a stale
   // frame number costs a wasted fetch, nothing else.
-  const char* data = arena_.frame_data(link - 1) + offset;
-  const uint64_t span = bytes < 64 ? bytes : 64;
-  for (uint64_t at = 0; at < span; at += 64) __builtin_prefetch(data + at);
-  for (int steps = 0; link != 0 && steps < kMaxWalk; ++steps) {
-    FrameDesc& f = arena_.frame(link - 1);
-    if (f.page.load(std::memory_order_relaxed) == page &&
-        f.file_id.load(std::memory_order_relaxed) == file_id)
-      return link - 1;
-    link = f.next.load(std::memory_order_acquire);
-  }
-  return kNone;
+  // One line: prefetching the whole 4 KiB of a random read was slower (the
+  // line-fill buffers filled ahead of the descriptor's load).
+  __builtin_prefetch(arena_.frame_data(link - 1) + offset);
+  return walk(link, file_id, page);
 }
 
 int64_t PageIndex::find_exact(uint64_t file_id, uint64_t page) const {

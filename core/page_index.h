@@ -27,11 +27,11 @@ class PageIndex {
   int64_t find(uint64_t file_id, uint64_t page) const;
 
   // As find(), and as soon as the bucket names its first frame, prefetches
-  // that frame's bytes [offset, offset + bytes) (at most 4 KiB of them).
+  // the line of that frame's data at `offset`.
   // Bucket, descriptor and data are three cache misses in a row on a random
   // hit; the first frame of a chain is nearly always the one wanted, so its
   // data now arrives while the descriptor is being checked.
-  int64_t find_prefetching(uint64_t file_id, uint64_t page, uint64_t offset, uint64_t bytes) const;
+  int64_t find_prefetching(uint64_t file_id, uint64_t page, uint64_t offset) const;
 
   // The frame of (file_id, page) if it is in the index, under the bucket
   // lock: never a false miss (for coherence; not the hit path).
@@ -59,6 +59,8 @@ class PageIndex {
     return arena_.buckets()[hash(file_id, page) & mask_];
   }
   int64_t find_locked(Bucket& b, uint64_t file_id, uint64_t page) const;
+  // The lock-free walk of a chain from `link` (find, find_prefetching).
+  int64_t walk(uint32_t link, uint64_t file_id, uint64_t page) const;
 
   Arena& arena_;
   uint64_t mask_;

@@ -175,7 +175,7 @@ TEST_F(PageIndexTest, PrefetchingFindAnswersAsFind) {
   for (uint64_t file = 0; file < 5; ++file) {
     for (uint64_t page = 0; page < 70; ++page) {
       int64_t want = index->find(file, page);
-      EXPECT_EQ(index->find_prefetching(file, page, page % 4096, 64 + page * 61), want) << file << " " << page;
+      EXPECT_EQ(index->find_prefetching(file, page, page % 4096), want) << file << " " << page;
       if (file == 1 + page % 3 && page < 64) {
         EXPECT_EQ(want != PageIndex::kNone, page % 3 != 0);
       }
