@@ -183,6 +183,7 @@ class CacheImpl final : public Cache {
   // Partial pages (frame.h).
   uint64_t block_size(FileRef* file) const;
   int64_t read_partial(FileRef* file, uint64_t page, uint64_t lo, uint64_t hi, int64_t* pinned);
+  int64_t publish_claimed(uint32_t frame, uint64_t file_id, uint64_t page, uint64_t lo, uint64_t flags);
   void finish_partial(uint32_t frame, uint64_t lo, uint64_t hi, int64_t bytes);
   static constexpr int64_t kAbsent = -1, kSkip = -2;
   int64_t take_completion(uint64_t file_id, uint64_t page, uint64_t flags, bool keep_pin);
@@ -650,6 +651,27 @@ uint64_t CacheImpl::block_size(FileRef* file) const {
   return align > 4096 ? align : 4096;
 }
 
+// A frame just claimed (LOCKED, ours) gets the key (file_id, page), holds
+// nothing yet from byte `lo` on, names us as its reader, and is published in
+// the index with `flags` (IO among them) under a new version. Returns the
+// frame, or the one already holding the page (then ours is still ours to
+// give back).
+int64_t CacheImpl::publish_claimed(uint32_t frame, uint64_t file_id, uint64_t page, uint64_t lo,
+                                   uint64_t flags) {
+  FrameDesc& f = arena_.frame(frame);
+  f.file_id.store(file_id, std::memory_order_relaxed);
+  f.page.store(page, std::memory_order_relaxed);
+  f.lo.store(static_cast<uint32_t>(lo), std::memory_order_relaxed);
+  f.valid.store(static_cast<uint32_t>(lo), std::memory_order_relaxed);
+  f.io_owner.store(self_word_, std::memory_order_relaxed);
+  return index_->insert_or_get(file_id, page, frame, [&] {
+    uint64_t s = f.state.load(std::memory_order_relaxed);
+    uint64_t version = (s >> kVersionShift) + 1;
+    f.lock_owner.store(0, std::memory_order_relaxed);  // before LOCKED goes (frame.h)
+    f.state.store((version << kVersionShift) | flags, std::memory_order_release);
+  });
+}
+
 // A small random miss: reads only bytes [lo, hi) of `page` (block aligned)
 // into a new frame published PARTIAL, pinned for the caller in *pinned.
 // Returns 1 (one page read), 0 when the page appeared meanwhile (nothing
@@ -660,18 +682,8 @@ int64_t CacheImpl::read_partial(FileRef* file, uint64_t page, uint64_t lo, uint6
   if (v < 0 && !starve) v = claim_frame(true);
   if (v < 0) return -ENOBUFS;
   FrameDesc& f = arena_.frame(v);
-  f.file_id.store(file->file_id, std::memory_order_relaxed);
-  f.page.store(page, std::memory_order_relaxed);
-  f.lo.store(static_cast<uint32_t>(lo), std::memory_order_relaxed);
-  f.valid.store(static_cast<uint32_t>(lo), std::memory_order_relaxed);
-  f.io_owner.store(self_word_, std::memory_order_relaxed);
   const uint64_t flags = kHashed | kIo | kPartial | kPinOne | kReferenced;
-  int64_t got = index_->insert_or_get(file->file_id, page, static_cast<uint32_t>(v), [&] {
-    uint64_t s = f.state.load(std::memory_order_relaxed);
-    uint64_t version = (s >> kVersionShift) + 1;
-    f.lock_owner.store(0, std::memory_order_relaxed);  // before LOCKED goes (frame.h)
-    f.state.store((version << kVersionShift) | flags, std::memory_order_release);
-  });
+  int64_t got = publish_claimed(static_cast<uint32_t>(v), file->file_id, page, lo, flags);
   if (got != v) {
     free_claimed(static_cast<uint32_t>(v));
     return 0;
@@ -940,22 +952,12 @@ int64_t CacheImpl::issue(FileRef* file, uint64_t start, uint64_t count, uint64_t
       break;
     }
     FrameDesc& f = arena_.frame(v);
-    f.file_id.store(file->file_id, std::memory_order_relaxed);
-    f.page.store(p, std::memory_order_relaxed);
-    f.lo.store(0, std::memory_order_relaxed);
-    f.valid.store(0, std::memory_order_relaxed);
-    f.io_owner.store(self_word_, std::memory_order_relaxed);
     uint64_t flags = kHashed | kIo;
     if (p == mark) flags |= kReadahead;
     if (!needed) flags |= kUnread;
     bool pin = p == pin_page && pinned != nullptr;
     if (pin) flags |= kPinOne | kReferenced;
-    int64_t got = index_->insert_or_get(file->file_id, p, static_cast<uint32_t>(v), [&] {
-      uint64_t s = f.state.load(std::memory_order_relaxed);
-      uint64_t version = (s >> kVersionShift) + 1;
-      f.lock_owner.store(0, std::memory_order_relaxed);  // before LOCKED goes (frame.h)
-      f.state.store((version << kVersionShift) | flags, std::memory_order_release);
-    });
+    int64_t got = publish_claimed(static_cast<uint32_t>(v), file->file_id, p, 0, flags);
     if (got != v) {
       // Someone else inserted the page meanwhile.
       free_claimed(static_cast<uint32_t>(v));
