@@ -429,7 +429,7 @@ uint64_t CacheImpl::wait_io(FrameDesc& f) {
       ++sleeps;
       // The issuer may have died (SIGKILL in a forked worker): nobody would
       // ever complete this read. Fail it so the caller retries.
-      uint64_t owner = f.io_owner.load(std::memory_order_relaxed);
+      uint64_t owner = io_issuer(f.io_owner.load(std::memory_order_relaxed));
       if (owner != self_word_ && owner != 0 && owner_gone(owner)) {
         reap_dead();
         s = f.state.load(std::memory_order_acquire);
@@ -483,9 +483,10 @@ void CacheImpl::reap_dead(bool frames) {
   for (uint64_t i = 0; i < arena_.frame_count(); ++i) {
     FrameDesc& f = arena_.frame(i);
     uint64_t s = f.state.load(std::memory_order_acquire);
-    if ((s & kIo) && gone(f.io_owner.load(std::memory_order_relaxed))) {
-      fail_orphaned_io(f, static_cast<uint32_t>(i), f.io_owner.load(std::memory_order_relaxed));
-    }
+    // One load: the word the verdict is about is the word the failure
+    // checks again under its pin (another load might see a live issuer's).
+    uint64_t owner = f.io_owner.load(std::memory_order_relaxed);
+    if ((s & kIo) && gone(io_issuer(owner))) fail_orphaned_io(f, static_cast<uint32_t>(i), owner);
     if (gone(f.lock_owner.load(std::memory_order_relaxed))) recover_locked(static_cast<uint32_t>(i));
   }
 }
@@ -614,7 +615,8 @@ void CacheImpl::finish_io(uint32_t frame, int64_t bytes) {
     index_->remove(f.file_id.load(std::memory_order_relaxed), f.page.load(std::memory_order_relaxed), frame);
     if (held) stats_->cached_bytes(-held);
   }
-  f.io_owner.store(0, std::memory_order_relaxed);  // before IO goes (frame.h)
+  f.io_owner.store(self_word_ | kIoEnded, std::memory_order_relaxed);  // still named (frame.h)
+  if (__builtin_expect(fault_kill_in_finish_armed(), 0)) sys::raw(SYS_kill, pid_, SIGKILL);  // tests
   uint64_t next;
   do {
     if (bytes >= 0) {
@@ -635,7 +637,7 @@ void CacheImpl::finish_partial(uint32_t frame, uint64_t lo, uint64_t hi, int64_t
   const bool whole = lo == 0 && (end == page_size() || end < hi);
   f.valid.store(static_cast<uint32_t>(end), std::memory_order_relaxed);
   stats_->cached_bytes(bytes);
-  f.io_owner.store(0, std::memory_order_relaxed);  // before IO goes (frame.h)
+  f.io_owner.store(self_word_ | kIoEnded, std::memory_order_relaxed);  // still named (frame.h)
   uint64_t s = f.state.load(std::memory_order_relaxed);
   uint64_t next;
   do {
@@ -712,30 +714,30 @@ int64_t CacheImpl::take_completion(uint64_t file_id, uint64_t page, uint64_t fla
   if (!(s & kPartial)) return kSkip;  // the common case: no pin taken
   // Pinned, the key cannot change and the clock cannot take the frame.
   if (!try_pin(f, file_id, page)) return present(file_id, page) ? kSkip : kAbsent;
-  // The completion is claimed in io_owner (0 -> us) before IO is taken, so
-  // that IO is never set with nobody named: a completer killed between the
-  // two leaves only its claim, which the next completer finds gone and takes
-  // over; killed after, the reaper fails its IO as any dead issuer's.
-  uint64_t prev = 0;
-  if (!f.io_owner.compare_exchange_strong(prev, self_word_, std::memory_order_acquire,
-                                          std::memory_order_relaxed)) {
-    // Being read or completed (IO: wait for it, the reaper covers a dead
-    // issuer), or claimed by a completer that has not taken IO yet: a few
-    // instructions, unless it died there.
-    s = f.state.load(std::memory_order_acquire);
-    if ((s & kIo) || prev == self_word_ || !owner_gone(prev) ||
-        !f.io_owner.compare_exchange_strong(prev, self_word_, std::memory_order_acquire,
-                                            std::memory_order_relaxed)) {
-      unpin(f);
-      return kSkip;
-    }
+  // Being read or completed: wait for it as for any read in flight (the
+  // reaper covers a dead issuer). While we hold a pin and see no IO, IO can
+  // be taken only through the claim below.
+  s = f.state.load(std::memory_order_acquire);
+  if (s & kIo) {
+    unpin(f);
+    return kSkip;
+  }
+  // The completion is claimed in io_owner before IO is taken, so that IO is
+  // never set with nobody named. The word is free when the last read named
+  // there has ended, or its claimant died before taking IO (then we take the
+  // claim over); a live claimant is a few instructions from taking IO.
+  uint64_t prev = f.io_owner.load(std::memory_order_acquire);
+  bool free = prev == 0 || (prev & kIoEnded) || (prev != self_word_ && owner_gone(prev));
+  if (!free || !f.io_owner.compare_exchange_strong(prev, self_word_, std::memory_order_acquire,
+                                                   std::memory_order_relaxed)) {
+    unpin(f);
+    return kSkip;
   }
   if (__builtin_expect(fault_kill_in_completion_armed(), 0)) sys::raw(SYS_kill, pid_, SIGKILL);  // tests
   s = f.state.load(std::memory_order_relaxed);
   do {
     if ((s & (kHashed | kUptodate | kPartial | kIo)) != (kHashed | kUptodate | kPartial)) {
-      // Completed, dropped or failed meanwhile (or its IO is ending: whoever
-      // ends IO clears io_owner first). Give the claim back.
+      // Completed, dropped or failed meanwhile. Give the claim back.
       uint64_t mine = self_word_;
       f.io_owner.compare_exchange_strong(mine, 0, std::memory_order_release, std::memory_order_relaxed);
       unpin(f);

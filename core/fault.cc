@@ -130,6 +130,7 @@ std::atomic<bool> g_lose_async{false};
 std::atomic<bool> g_starve_claims{false};
 std::atomic<bool> g_kill_after_pin{false};
 std::atomic<bool> g_kill_in_completion{false};
+std::atomic<bool> g_kill_in_finish{false};
 }  // namespace
 
 void fault_arm_kill_in_claim() { g_kill_in_claim.store(true, std::memory_order_relaxed); }
@@ -142,5 +143,7 @@ void fault_arm_kill_after_pin() { g_kill_after_pin.store(true, std::memory_order
 bool fault_kill_after_pin_armed() { return g_kill_after_pin.load(std::memory_order_relaxed); }
 void fault_arm_kill_in_completion() { g_kill_in_completion.store(true, std::memory_order_relaxed); }
 bool fault_kill_in_completion_armed() { return g_kill_in_completion.load(std::memory_order_relaxed); }
+void fault_arm_kill_in_finish() { g_kill_in_finish.store(true, std::memory_order_relaxed); }
+bool fault_kill_in_finish_armed() { return g_kill_in_finish.load(std::memory_order_relaxed); }
 
 }  // namespace upcache

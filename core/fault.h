@@ -106,4 +106,10 @@ bool fault_kill_after_pin_armed();
 void fault_arm_kill_in_completion();
 bool fault_kill_in_completion_armed();
 
+// Test hook, process-wide: the next end of a read kills the process with
+// SIGKILL between naming the ended read in io_owner and clearing IO
+// (frame.h), as if killed from outside right there.
+void fault_arm_kill_in_finish();
+bool fault_kill_in_finish_armed();
+
 }  // namespace upcache

@@ -26,9 +26,14 @@
 //    HASHED is cleared: never is an unpinned, idle frame unhashed but still
 //    linked, or the clock could give it to another page and link it twice.
 //  - UPTODATE and ERROR are set only when IO is cleared; readers sleeping on
-//    IO set WAITERS first, and whoever clears IO wakes them. Whoever clears
-//    IO clears io_owner first (so a later IO's owner is never mistaken for
-//    an earlier, dead one).
+//    IO set WAITERS first, and whoever clears IO wakes them.
+//  - io_owner names whoever set IO, from before IO is set until after it is
+//    cleared: the issuer tags its word ENDED (kIoEnded), then clears IO, and
+//    never sets it to 0. So a process killed at any instruction of its read
+//    is still named while IO is set, and the reaper fails that read (had
+//    the word gone to 0 first, a kill between the two stores left IO set
+//    with nobody named, and every reader of the page waited for ever: found
+//    by rel_fork_kill). Without IO, an ENDED or dead word is free.
 //
 // PARTIAL pages. A small random miss reads only the blocks it needs (4 KiB,
 // or the O_DIRECT alignment if larger) of a page: the frame then holds the
@@ -38,7 +43,7 @@
 //    hit; read_hit checks lo only when PARTIAL is set.
 //  - Completion: whoever needs other bytes (a reader, a readahead window,
 //    WILLNEED), holding a pin, first claims the completion by naming itself
-//    in io_owner (CAS from 0; a claim whose owner is gone is taken over),
+//    in io_owner (CAS from a free word: 0, ENDED, or a claimant who is gone),
 //    then takes IO on the frame with one CAS from HASHED|UPTODATE|PARTIAL
 //    without IO or LOCKED, then reads the whole page into the frame. Exactly
 //    one completer wins; the others wait on IO like on any read in flight. The held bytes
@@ -82,6 +87,11 @@ constexpr uint64_t kPartial = 1ull << 25;     // only bytes [lo, valid) of the p
 constexpr uint64_t kFlagsMask = 0xffffffffull;
 constexpr int kVersionShift = 32;
 
+// Tag of an io_owner word whose read has ended (above). Owner words keep
+// the pid in their low 32 bits, and pids are below 2^22 (PID_MAX_LIMIT).
+constexpr uint64_t kIoEnded = 1ull << 31;
+inline uint64_t io_issuer(uint64_t owner) { return owner & ~kIoEnded; }
+
 inline uint64_t pins(uint64_t s) { return s & kPinMask; }
 inline uint32_t version(uint64_t s) { return static_cast<uint32_t>(s >> kVersionShift); }
 }  // namespace frame_state
@@ -92,7 +102,7 @@ struct alignas(64) FrameDesc {
   std::atomic<uint64_t> page;      // page index in the file
   std::atomic<uint32_t> next;      // index chain: frame number + 1, 0 ends
   std::atomic<uint32_t> valid;     // bytes of the page that hold file data
-  std::atomic<uint64_t> io_owner;        // owner word (core/owner.h) of the read in flight's issuer
+  std::atomic<uint64_t> io_owner;        // owner word (core/owner.h) of the last IO's issuer, maybe tagged kIoEnded
   std::atomic<uint64_t> lock_owner;      // owner word (core/owner.h) of whoever holds LOCKED, 0: nobody
   std::atomic<uint32_t> lo;        // first byte held of a PARTIAL page; 0 otherwise
 };

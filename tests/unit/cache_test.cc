@@ -621,6 +621,52 @@ TEST_F(CacheTest, WorkerKilledWhileClaimingAFrameDoesNotLockThePage) {
   EXPECT_EQ(counter(stats::kDirectBytes) + counter(stats::kBufferedBytes), before);
 }
 
+// A forked worker is killed while it ends a read: after it named the read
+// ended in io_owner, before it cleared IO. The page must not stay in flight
+// for good: the next reader finds the issuer gone and has the read failed
+// and done again. Before io_owner was tagged ENDED instead of cleared, the
+// kill left IO set with nobody named, and every reader of the page waited
+// for ever (rel_fork_kill_tmpfs, CI of 2026-12-04). Zombie or reaped alike.
+TEST_F(CacheTest, WorkerKilledWhileEndingAReadLeavesNoPageInFlight) {
+  const uint64_t page = 16384, frames = 16, size = 64 * page;
+  make_cache(frames * page, page, 0);  // no readahead: the read is page 5 alone
+  std::string path = dir + "/f";
+  ASSERT_TRUE(write_pattern_file(path, size, 31));
+  FileRef* f = open_file(path);
+  ASSERT_NE(f, nullptr);
+  for (int reap_first = 0; reap_first < 2; ++reap_first) {
+    const uint64_t pos = (5 + 10 * reap_first) * page;
+    pid_t pid = fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+      cache->after_fork_child();
+      fault_arm_kill_in_finish();
+      RaState mine = cache->new_ra_state();
+      std::vector<char> buf(page);
+      iovec iov{buf.data(), buf.size()};
+      cache->read(f, mine, pos, &iov, 1);  // a miss: killed as its read ends
+      _exit(3);                            // not reached
+    }
+    int status = 0;
+    if (reap_first) {
+      ASSERT_EQ(waitpid(pid, &status, 0), pid);
+    } else {
+      siginfo_t info{};
+      ASSERT_EQ(waitid(P_PID, pid, &info, WEXITED | WNOWAIT), 0);  // a zombie now
+    }
+    // A hang is the failure: SIGALRM's default action ends the test.
+    alarm(60);
+    RaState ra = cache->new_ra_state();
+    expect_pattern(f, ra, pos, page, size, 31);
+    expect_pattern(f, ra, pos - page, 3 * page, size, 31);
+    alarm(0);
+    if (!reap_first) {
+      ASSERT_EQ(waitpid(pid, &status, 0), pid);
+    }
+    EXPECT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL) << status;
+  }
+}
+
 TEST_F(CacheTest, FramesLeftInFlightByADeadWorkerAreReapedByAClaim) {
   // A forked worker killed with its readahead in flight leaves those frames
   // in flight for good. When they are every frame there is, a reader of
