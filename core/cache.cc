@@ -1051,7 +1051,12 @@ int64_t CacheImpl::read(FileRef* file, RaState& ra, uint64_t pos, const iovec* i
   uint64_t done = 0;  // bytes copied
   uint64_t misses = 0;  // pages this read had to read itself
   int64_t error = 0;
-  unsigned retries = 0;  // pages read again (failed elsewhere, or stale)
+  // Times the current page was found failed elsewhere or stale and read
+  // again. Per page: a read crossing a killed worker's readahead meets
+  // every one of those pages failed once (rel_fork_kill: a 2.5 MiB pread
+  // met 65 and returned a short count when this counted the whole read).
+  unsigned page_retries = 0;
+  constexpr unsigned kMaxPageRetries = 64;
   unsigned waits = 0;    // waits for a frame someone else holds
   bool alone = false;  // read the pages still missing one at a time
   uint64_t incomplete = kNoPin;  // a PARTIAL page lacking bytes we need: read it as a miss
@@ -1166,7 +1171,7 @@ int64_t CacheImpl::read(FileRef* file, RaState& ra, uint64_t pos, const iovec* i
       // that died with it in flight). Like filemap_read, read it again
       // ourselves: only a failure of our own synchronous read is reported.
       unpin(f);
-      if (++retries > 64) {
+      if (++page_retries > kMaxPageRetries) {
         error = -EIO;
         break;
       }
@@ -1192,7 +1197,7 @@ int64_t CacheImpl::read(FileRef* file, RaState& ra, uint64_t pos, const iovec* i
         if (page_start + valid >= end) continue;  // the frame suffices now
       }
       drop_page(file->file_id, p);
-      if (++retries > 64) {
+      if (++page_retries > kMaxPageRetries) {
         error = -EIO;
         break;
       }
@@ -1208,6 +1213,7 @@ int64_t CacheImpl::read(FileRef* file, RaState& ra, uint64_t pos, const iovec* i
     unpin(f);
     done += to - from;
     ++p;
+    page_retries = 0;
   }
 
   // Starved of frames (claim_frame gave up): the caller has the kernel serve
