@@ -32,7 +32,7 @@ struct Bucket {
 
 struct ArenaHeader {
   static constexpr uint64_t kMagic = 0x4548434143505521ull;  // "!UPCACHE"
-  static constexpr uint32_t kVersion = 4;
+  static constexpr uint32_t kVersion = 5;  // 5: io_owner tagged ENDED at the end of a read (frame.h)
   // Counters of live writable shared mappings, by hash of (dev, ino): see
   // Cache::mapped_writable. A collision only makes another inode pass through.
   static constexpr uint32_t kMapSlots = 1024;
