@@ -96,6 +96,7 @@ class Env:
         self.reader = os.path.join(a.build, "tests", "reliability", "upcache_verify_reader")
         self.probe = os.path.join(a.build, "tests", "reliability", "upcache_secure_probe")
         self.fork_kill = os.path.join(a.build, "tests", "reliability", "upcache_fork_kill")
+        self.close_race = os.path.join(a.build, "tests", "reliability", "upcache_close_race")
 
     def env(self, preload=True, **kv):
         e = {k: v for k, v in os.environ.items()
@@ -1117,6 +1118,23 @@ def case_fork_kill(E):
                   and int(m["zombie_rounds"]) > 0 and int(m["in_read"]) > 0,
                   "fork_kill %s: the rounds did not happen as planned: %s" % (extra, out))
         check(b"upcache" not in p.stderr, "fork_kill %s: upcache messages %r" % (extra, p.stderr[-500:]))
+
+
+def case_close_race(E):
+    # Threads read a descriptor (hits, mostly: the read() fast path and
+    # pread) while another thread dup2s new descriptions onto it, releasing
+    # the ones the readers may be using (shim/hazard.h). Plain first, the
+    # program's own check; then preloaded, where the reads must be served
+    # from the cache.
+    p = E.run([E.close_race, E.work, "1"], preload=False, timeout=120)
+    check(p.returncode == 0 and p.stdout.startswith(b"ok "), "close_race plain: %r %r" % (
+        p.stdout[-300:], p.stderr[-300:]))
+    p, c = stat_run(E, [E.close_race, E.work, "3"], timeout=300)
+    sys.stdout.write(p.stdout.decode())
+    check(p.returncode == 0 and p.stdout.startswith(b"ok "), "close_race: %r %r" % (
+        p.stdout[-300:], p.stderr[-300:]))
+    check(c.get("hits", 0) > 10000, "close_race: the reads were not served from the cache: %s" % c)
+    check(b"upcache" not in p.stderr, "close_race: upcache messages %r" % p.stderr[-500:])
 
 
 CASES = {n[5:]: f for n, f in globals().items() if n.startswith("case_")}
