@@ -13,6 +13,8 @@
 
 namespace upcache::shim {
 
+std::atomic<Description*> g_deferred_releases{nullptr};
+
 namespace {
 
 // The pool: slabs from mmap, never unmapped; a free list under a spin lock.
@@ -22,7 +24,6 @@ constexpr size_t kSlabBytes = 64 << 10;
 
 std::atomic<bool> g_pool_lock{false};
 Description* g_free = nullptr;
-std::atomic<Description*> g_deferred{nullptr};
 
 void pool_lock() {
   while (g_pool_lock.exchange(true, std::memory_order_acquire)) {
@@ -60,10 +61,10 @@ void free_now(Description* d) {
 namespace {
 
 void push_deferred(Description* d) {
-  Description* head = g_deferred.load(std::memory_order_relaxed);
+  Description* head = g_deferred_releases.load(std::memory_order_relaxed);
   do {
     d->next_free = head;
-  } while (!g_deferred.compare_exchange_weak(head, d, std::memory_order_release,
+  } while (!g_deferred_releases.compare_exchange_weak(head, d, std::memory_order_release,
                                              std::memory_order_relaxed));
 }
 
@@ -90,8 +91,8 @@ void Description::unref() {
 }
 
 void description_drain_deferred() {
-  if (g_deferred.load(std::memory_order_relaxed) == nullptr || t_depth > 1) return;
-  Description* d = g_deferred.exchange(nullptr, std::memory_order_acquire);
+  if (g_deferred_releases.load(std::memory_order_relaxed) == nullptr || t_depth > 1) return;
+  Description* d = g_deferred_releases.exchange(nullptr, std::memory_order_acquire);
   bool synced = false;  // hazard_sync() done in this drain
   while (d != nullptr) {
     Description* next = d->next_free;

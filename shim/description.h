@@ -94,6 +94,9 @@ Description* description_new(FileRef* file, const RaState& ra, int status_flags)
 // call could not take the pool lock or call into core, or a reader held the
 // description under its hazard slot). Called by wrappers at top level.
 void description_drain_deferred();
+// Releases deferred (a LIFO list): read by HazardRef's inline exit to skip
+// the drain's call when there is nothing to drain.
+extern std::atomic<Description*> g_deferred_releases;
 
 // fork: the pool lock is held across fork so the child's free list is whole.
 void description_pool_lock();

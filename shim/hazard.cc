@@ -10,25 +10,18 @@
 
 namespace upcache::shim {
 
+__thread hazard_detail::ThreadHazard hazard_detail::t_hazard __attribute__((tls_model("initial-exec")));
+
 namespace {
 
 // One cache line per slot: a reader's stores never touch another's line.
-struct alignas(64) Slot {
-  std::atomic<Description*> ptr{nullptr};
-  std::atomic<uint32_t> owned{0};
-};
+using hazard_detail::Slot;
+using hazard_detail::ThreadHazard;
+using hazard_detail::t_hazard;
 Slot g_slots[kHazardSlots];
-// Slots [0, g_used) have had an owner: the releaser scans only those.
 std::atomic<int> g_used{0};
 pthread_key_t g_key;
 bool g_key_ok = false;
-
-struct ThreadHazard {
-  Slot* slot = nullptr;
-  bool tried = false;  // looked for a slot already (none free, or given back at exit)
-  bool busy = false;   // the slot holds this thread's description now
-};
-__thread ThreadHazard t_hazard __attribute__((tls_model("initial-exec")));
 
 // Thread exit (pthread key destructor): give the slot back.
 void give_back(void* value) {
@@ -99,7 +92,7 @@ bool hazard_held(const Description* d) {
   return false;
 }
 
-HazardRef::HazardRef(int fd) {
+void HazardRef::enter_slow(int fd) {
   ThreadHazard& t = t_hazard;
   Slot* s = t.slot;
   if (__builtin_expect(s == nullptr, 0) && !t.tried) s = claim();
@@ -136,18 +129,6 @@ HazardRef::HazardRef(int fd) {
       return;
     }
   }
-}
-
-HazardRef::~HazardRef() {
-  if (d_ == nullptr) return;
-  if (counted_) {
-    d_->unref();
-    return;
-  }
-  t_hazard.slot->ptr.store(nullptr, std::memory_order_release);
-  t_hazard.busy = false;
-  // A release deferred because of this very slot can go now.
-  description_drain_deferred();
 }
 
 }  // namespace upcache::shim

@@ -36,8 +36,12 @@
 
 #include <cstdint>
 
+#include <atomic>
+
+#include "shim/asym_barrier.h"
 #include "shim/description.h"
 #include "shim/fd_table.h"
+#include "shim/runtime.h"
 
 namespace upcache::shim {
 
@@ -57,10 +61,54 @@ bool hazard_held(const Description* d);
 
 // A description used for the length of one call, like DescRef (interpose.h):
 // protected by the thread's hazard slot when it can be, else by a reference.
+namespace hazard_detail {
+struct alignas(64) Slot {
+  std::atomic<Description*> ptr{nullptr};
+  std::atomic<uint32_t> owned{0};
+};
+struct ThreadHazard {
+  Slot* slot = nullptr;
+  bool tried = false;  // looked for a slot already (none free, or given back at exit)
+  bool busy = false;   // the slot holds this thread's description now
+};
+extern __thread ThreadHazard t_hazard __attribute__((tls_model("initial-exec")));
+}  // namespace hazard_detail
+
 class HazardRef {
  public:
-  explicit HazardRef(int fd);
-  ~HazardRef();
+  // The common case inline (a thread with its slot, at top level, with
+  // membarrier, a description in the table): the protocol above in a few
+  // instructions; anything else in enter_slow().
+  explicit HazardRef(int fd) {
+    hazard_detail::ThreadHazard& t = hazard_detail::t_hazard;
+    hazard_detail::Slot* s = t.slot;
+    if (__builtin_expect(s != nullptr && !t.busy && t_depth == 1 && asym_available(), 1)) {
+      uintptr_t v = g_fds.peek(fd);
+      if (FdTable::is_description(v)) {
+        s->ptr.store(FdTable::as_description(v), std::memory_order_relaxed);
+        asym_light();  // the releaser's asym_heavy() orders this store before the check below
+        if (__builtin_expect(g_fds.peek(fd) == v, 1)) {
+          d_ = FdTable::as_description(v);
+          seen_ = v;
+          t.busy = true;
+          return;
+        }
+      }
+    }
+    enter_slow(fd);
+  }
+  ~HazardRef() {
+    if (d_ == nullptr) return;
+    if (counted_) {
+      d_->unref();
+      return;
+    }
+    hazard_detail::t_hazard.slot->ptr.store(nullptr, std::memory_order_release);
+    hazard_detail::t_hazard.busy = false;
+    // A release deferred because of this very slot can go now.
+    if (__builtin_expect(g_deferred_releases.load(std::memory_order_relaxed) != nullptr, 0))
+      description_drain_deferred();
+  }
   HazardRef(const HazardRef&) = delete;
   HazardRef& operator=(const HazardRef&) = delete;
   Description* get() const { return d_; }
@@ -71,6 +119,8 @@ class HazardRef {
   bool looked_at() const { return seen_ == FdTable::kPassthrough || d_ != nullptr; }
 
  private:
+  void enter_slow(int fd);
+
   Description* d_ = nullptr;
   uintptr_t seen_ = 0;
   bool counted_ = false;  // a reference, not the hazard slot

@@ -136,8 +136,27 @@ int64_t offset_read_passthrough(int fd, Description* d, Pass pass) {
   return r;
 }
 
-// read, readv, preadv2(-1) on a cached description.
-int64_t offset_read(int fd, Description* d, const iovec* iov, int cnt, unsigned flags) {
+// read()'s hit fast path: a private description whose next bytes lie in one
+// cached page. Under the position lock, serves them with Cache::read_hit and
+// moves the offset; 0 when it does not serve them (the caller takes
+// offset_read). No system call, and errno untouched: a hit costs no
+// save and restore of errno (a libc call each).
+inline int64_t offset_read_hit(Description* d, void* buf, size_t n) {
+  PosLockGuard lock(d);
+  if (d->shared.load(std::memory_order_acquire)) return 0;
+  uint64_t pos = d->offset.load(std::memory_order_relaxed);
+  int64_t r = try_hit(d, pos, buf, n);
+  if (r > 0) {
+    d->offset.store(pos + static_cast<uint64_t>(r), std::memory_order_relaxed);
+    d->kernel_stale.store(true, std::memory_order_relaxed);
+  }
+  return r;
+}
+
+// read, readv, preadv2(-1) on a cached description. `hit_tried`: the
+// caller tried offset_read_hit already.
+int64_t offset_read(int fd, Description* d, const iovec* iov, int cnt, unsigned flags,
+                    bool hit_tried = false) {
   PosLockGuard lock(d);
   bool shared = d->shared.load(std::memory_order_acquire);
   uint64_t pos;
@@ -149,7 +168,7 @@ int64_t offset_read(int fd, Description* d, const iovec* iov, int cnt, unsigned 
     pos = d->offset.load(std::memory_order_relaxed);
   }
   int64_t r = 0;
-  if (!shared && cnt == 1 && flags == 0) r = try_hit(d, pos, iov[0].iov_base, iov[0].iov_len);
+  if (!shared && cnt == 1 && flags == 0 && !hit_tried) r = try_hit(d, pos, iov[0].iov_base, iov[0].iov_len);
   if (r == 0) r = serve(fd, d, pos, iov, cnt, flags);
   if (r > 0) {
     if (shared) {
@@ -202,16 +221,22 @@ ssize_t do_read(int fd, void* buf, size_t n) {
     return real::read(fd, buf, n);
   }
   if (__builtin_expect(signals::g_crash_on_read, 0)) signals::test_crash();  // tests only
+  const bool cached = user_range_ok(buf, n) && !reads_pass_through(d.get());
+  const size_t len = n < kMaxRwCount ? n : kMaxRwCount;
+  if (cached && n != 0) {
+    int64_t hit = offset_read_hit(d.get(), buf, len);
+    if (hit > 0) return hit;
+  }
   int saved = errno;
   int64_t r;
-  if (!user_range_ok(buf, n) || reads_pass_through(d.get())) {
+  if (!cached) {
     PosLockGuard lock(d.get());
     r = offset_read_passthrough(fd, d.get(), [&] { return real::read(fd, buf, n); });
   } else if (n == 0) {
     r = 0;
   } else {
-    iovec v{buf, n < kMaxRwCount ? n : kMaxRwCount};
-    r = offset_read(fd, d.get(), &v, 1, 0);
+    iovec v{buf, len};
+    r = offset_read(fd, d.get(), &v, 1, 0, /*hit_tried=*/true);
   }
   return finish(r, saved);
 }
