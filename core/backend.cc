@@ -172,14 +172,17 @@ class BackendImpl final : public Backend, private IoHost {
   IoEngine* start_engine() {
     IoEngine* engine = nullptr;
     int err = 0;
-    bool uring_first = engine_choice_ == AsyncEngine::kUring ||
-                       (engine_choice_ == AsyncEngine::kAuto && kAutoPrefersUring);
-    if (engine_choice_ != AsyncEngine::kThreads && uring_first)
+    // A forked family never uses io_uring (before_fork).
+    const AsyncEngine choice = shared_arena_.load(std::memory_order_acquire) ? AsyncEngine::kThreads
+                                                                              : engine_choice_;
+    bool uring_first = choice == AsyncEngine::kUring ||
+                       (choice == AsyncEngine::kAuto && kAutoPrefersUring);
+    if (choice != AsyncEngine::kThreads && uring_first)
       engine = make_uring_engine(this, kSlots, &fds_, &err);
     // Explicit kUring also falls back: io_uring may be forbidden (seccomp,
     // io_uring_disabled) and threads still serve.
     if (!engine) engine = make_thread_engine(this, kSlots, io_threads_, &err);
-    if (!engine && engine_choice_ == AsyncEngine::kAuto && !uring_first)
+    if (!engine && choice == AsyncEngine::kAuto && !uring_first)
       engine = make_uring_engine(this, kSlots, &fds_, &err);
     // No engine at all (no threads to be had): read_async refuses, the
     // caller reads synchronously.
@@ -376,7 +379,10 @@ class BackendImpl final : public Backend, private IoHost {
     s.req.slot = slot;
     s.req.cookie = cookie;
     f->inflight.fetch_add(1, std::memory_order_relaxed);
-    outstanding_.fetch_add(1, std::memory_order_relaxed);
+    outstanding_.fetch_add(1, std::memory_order_seq_cst);
+    // Counted before submitting: before_fork() swaps the engine, then waits
+    // for the count; a request counted after the swap sees the new engine.
+    if (IoEngine* now = engine_.load(std::memory_order_seq_cst); now != nullptr) engine = now;
     if (!engine->submit(&s.req)) {
       f->inflight.fetch_sub(1, std::memory_order_relaxed);
       outstanding_.fetch_sub(1, std::memory_order_relaxed);
@@ -391,6 +397,20 @@ class BackendImpl final : public Backend, private IoHost {
     uint32_t v;
     while ((v = outstanding_.load(std::memory_order_acquire)) != 0)
       outstanding_.wait(v, std::memory_order_acquire);
+  }
+
+  void before_fork() override {
+    pthread_mutex_lock(&files_mu_);
+    if (!shared_arena_.exchange(true, std::memory_order_seq_cst)) {
+      IoEngine* e = engine_.load(std::memory_order_acquire);
+      if (e != nullptr && strcmp(e->name(), "uring") == 0) {
+        // The ring stays up (leaked, as after fork: see io_engine.h) for
+        // requests already on their way to it; new ones go to threads.
+        engine_.store(start_engine(), std::memory_order_seq_cst);
+      }
+    }
+    pthread_mutex_unlock(&files_mu_);
+    drain();
   }
 
   void after_fork_child() override {
@@ -614,6 +634,7 @@ class BackendImpl final : public Backend, private IoHost {
   BackendFile* files_ = nullptr;
   alignas(64) std::atomic<uint64_t> free_mask_{~0ull};
   alignas(64) std::atomic<uint32_t> outstanding_{0};
+  std::atomic<bool> shared_arena_{false};  // before_fork: no io_uring from then on
   Slot slots_[kSlots];
 };
 

@@ -99,6 +99,17 @@ class Backend {
   // Waits until every queued request has completed.
   virtual void drain() = 0;
 
+  // The process is about to fork, after which the arena is shared: from now
+  // on (in this process and in the child) asynchronous reads go through
+  // threads, never io_uring, and the reads queued now are waited for. Why:
+  // a process killed with io_uring reads in flight is gone (a zombie, then
+  // reaped) before they land; the kernel finishes them afterwards in a
+  // worker of its own, into frames that another process, having failed the
+  // dead one's reads, may have given to other pages meanwhile. A thread
+  // blocked in a direct read cannot finish exiting before the read lands.
+  // Not from a completion callback (it waits).
+  virtual void before_fork() = 0;
+
   // In a child after fork: the engine's threads and ring belong to the parent.
   // Forget the parent's queue (its requests complete in the parent) and start
   // a new engine; the files' descriptors are inherited and stay usable.

@@ -135,6 +135,7 @@ class CacheImpl final : public Cache {
   bool owns_fd(int fd) const override { return backend_ && backend_->owns_fd(fd); }
   bool on_huge_pages() const override { return arena_.huge(); }
   int relocate_fd(int fd) override { return backend_ ? backend_->relocate_fd(fd) : -EBADF; }
+  void before_fork() override { backend_->before_fork(); }
   void after_fork_child() override;
 
  private:

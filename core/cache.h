@@ -148,6 +148,10 @@ class Cache {
   // The program names `fd` in dup2/dup3: see Backend::relocate_fd.
   virtual int relocate_fd(int fd) = 0;
 
+  // The process is about to fork (the arena is then shared): see
+  // Backend::before_fork. Called from the pthread_atfork prepare handler.
+  virtual void before_fork() = 0;
+
   // In a child after fork: rebuild the per-process parts (backend, its
   // descriptors and threads). The arena stays shared with the parent.
   virtual void after_fork_child() = 0;

@@ -47,6 +47,7 @@ namespace {
 void prepare() {
   if (!g_ready.load(std::memory_order_acquire)) return;
   int saved = errno;
+  if (g_cache != nullptr) g_cache->before_fork();
   sync_all_offsets(true);
   description_pool_lock();
   mappings_fork_prepare();
