@@ -1100,9 +1100,10 @@ def case_fork_kill(E):
     path = os.path.join(E.work, "forkkill")
     subprocess.run([E.reader, "--make", path, str(128 << 20)], check=True)
     kills = 30
-    # O_DIRECT through io_uring, then the thread engine, where the directory
-    # takes O_DIRECT (tmpfs does since Linux 6.6); the buffered path always.
-    # The cache is an eighth of the file.
+    # O_DIRECT with UPCACHE_ASYNC=uring (the parent starts on io_uring and
+    # moves to threads at its first fork: Backend::before_fork), then the
+    # thread engine, where the directory takes O_DIRECT (tmpfs does since
+    # Linux 6.6); the buffered path always. The cache is an eighth of the file.
     engines = [{"UPCACHE_ASYNC": "uring"}, {"UPCACHE_ASYNC": "threads"}] if direct_works(E) else []
     engines.append({"UPCACHE_DIRECT": "off"})
     for seed, extra in enumerate(engines, 1):
