@@ -414,6 +414,7 @@ class BackendImpl final : public Backend, private IoHost {
   }
 
   void after_fork_child() override {
+    shared_arena_.store(true, std::memory_order_relaxed);  // see before_fork
     // The parent's engine threads are gone, its requests complete in the
     // parent. The files' descriptors were inherited (they share the open file
     // descriptions with the parent, O_DIRECT flag included).

@@ -47,7 +47,10 @@ namespace {
 void prepare() {
   if (!g_ready.load(std::memory_order_acquire)) return;
   int saved = errno;
-  if (g_cache != nullptr) g_cache->before_fork();
+  // Not from a signal handler that interrupted the shim: the wait for
+  // queued reads could need a lock the interrupted code holds. The child
+  // moves to threads anyway (Backend::after_fork_child).
+  if (g_cache != nullptr && !nested()) g_cache->before_fork();
   sync_all_offsets(true);
   description_pool_lock();
   mappings_fork_prepare();
