@@ -399,18 +399,18 @@ class BackendImpl final : public Backend, private IoHost {
       outstanding_.wait(v, std::memory_order_acquire);
   }
 
+  // Runs in the pthread_atfork prepare handler, where a sanitizer's fork
+  // interceptor already holds its allocator and thread-registry locks: no
+  // thread may be started and nothing waited for here (both hung the ASan
+  // build). So only flags: the next queued read starts the thread engine;
+  // the ring stays up, leaked as after fork (io_engine.h), for the reads it
+  // has already, which still finish in this process.
   void before_fork() override {
-    pthread_mutex_lock(&files_mu_);
-    if (!shared_arena_.exchange(true, std::memory_order_seq_cst)) {
-      IoEngine* e = engine_.load(std::memory_order_acquire);
-      if (e != nullptr && strcmp(e->name(), "uring") == 0) {
-        // The ring stays up (leaked, as after fork: see io_engine.h) for
-        // requests already on their way to it; new ones go to threads.
-        engine_.store(start_engine(), std::memory_order_seq_cst);
-      }
-    }
-    pthread_mutex_unlock(&files_mu_);
-    drain();
+    if (shared_arena_.exchange(true, std::memory_order_seq_cst)) return;
+    IoEngine* e = engine_.load(std::memory_order_acquire);
+    if (e != nullptr && strcmp(e->name(), "uring") == 0 &&
+        engine_.compare_exchange_strong(e, nullptr, std::memory_order_seq_cst))
+      engine_started_.store(false, std::memory_order_release);
   }
 
   void after_fork_child() override {

@@ -101,13 +101,14 @@ class Backend {
 
   // The process is about to fork, after which the arena is shared: from now
   // on (in this process and in the child) asynchronous reads go through
-  // threads, never io_uring, and the reads queued now are waited for. Why:
+  // threads, never io_uring (reads already on the ring finish there). Why:
   // a process killed with io_uring reads in flight is gone (a zombie, then
   // reaped) before they land; the kernel finishes them afterwards in a
   // worker of its own, into frames that another process, having failed the
   // dead one's reads, may have given to other pages meanwhile. A thread
   // blocked in a direct read cannot finish exiting before the read lands.
-  // Not from a completion callback (it waits).
+  // Flags only (safe in a pthread_atfork handler): starts nothing, waits for
+  // nothing.
   virtual void before_fork() = 0;
 
   // In a child after fork: the engine's threads and ring belong to the parent.

@@ -47,10 +47,7 @@ namespace {
 void prepare() {
   if (!g_ready.load(std::memory_order_acquire)) return;
   int saved = errno;
-  // Not from a signal handler that interrupted the shim: the wait for
-  // queued reads could need a lock the interrupted code holds. The child
-  // moves to threads anyway (Backend::after_fork_child).
-  if (g_cache != nullptr && !nested()) g_cache->before_fork();
+  if (g_cache != nullptr) g_cache->before_fork();  // flags only
   sync_all_offsets(true);
   description_pool_lock();
   mappings_fork_prepare();
