@@ -380,8 +380,8 @@ class BackendImpl final : public Backend, private IoHost {
     s.req.cookie = cookie;
     f->inflight.fetch_add(1, std::memory_order_relaxed);
     outstanding_.fetch_add(1, std::memory_order_seq_cst);
-    // Counted before submitting: before_fork() swaps the engine, then waits
-    // for the count; a request counted after the swap sees the new engine.
+    // If before_fork() dropped io_uring meanwhile, use the engine that
+    // replaced it when there is one already (the ring stays up otherwise).
     if (IoEngine* now = engine_.load(std::memory_order_seq_cst); now != nullptr) engine = now;
     if (!engine->submit(&s.req)) {
       f->inflight.fetch_sub(1, std::memory_order_relaxed);
