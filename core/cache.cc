@@ -343,10 +343,19 @@ FileRef* CacheImpl::attach(int fd, const char* path, int open_flags) {
 }
 
 void CacheImpl::release(FileRef* file) {
-  if (file->refs.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
+  // Not the last reference: drop it without the lock. The count never
+  // reaches 0 here, only under files_lock_ below, where attach (which takes
+  // references under the same lock) cannot find a file at 0. (Dropping to 0
+  // first and re-checking under the lock let attach revive the file and a
+  // second releaser free it while the first still looked at it: a double
+  // free, found by rel_close_race under ASan.)
+  int n = file->refs.load(std::memory_order_relaxed);
+  while (n > 1) {
+    if (file->refs.compare_exchange_weak(n, n - 1, std::memory_order_acq_rel, std::memory_order_relaxed))
+      return;
+  }
   pthread_mutex_lock(&files_lock_);
-  // Re-check under the lock: attach may have revived it.
-  if (file->refs.load(std::memory_order_acquire) != 0) {
+  if (file->refs.fetch_sub(1, std::memory_order_acq_rel) != 1) {
     pthread_mutex_unlock(&files_lock_);
     return;
   }
