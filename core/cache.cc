@@ -117,7 +117,7 @@ constexpr int kAsyncRequests = 64;
 class CacheImpl final : public Cache {
  public:
   explicit CacheImpl(const Config& config, StatsSink* stats)
-      : Cache(config), stats_(stats) {}
+      : Cache(config, stats) {}
   ~CacheImpl() override;
 
   bool init(std::string* error);
@@ -127,7 +127,10 @@ class CacheImpl final : public Cache {
   void release(FileRef* file) override;
   int64_t read(FileRef* file, RaState& ra, uint64_t pos, const iovec* iov, int iovcnt,
                unsigned flags) override;
-  int64_t read_hit(FileRef* file, RaState& ra, uint64_t pos, void* buf, uint64_t n) override;
+  int64_t read_hit(FileRef* file, RaState& ra, uint64_t pos, void* buf, uint64_t n,
+                   HitCursor* cursor) override;
+  const char* stream_ahead(uint64_t file_id, uint64_t page, uint64_t end, uint64_t n,
+                           const char* frame_base) override;
   void invalidate(FileRef* file, uint64_t offset, uint64_t len) override;
   void invalidate_fd(int fd, uint64_t offset, uint64_t len) override;
   void prefetch(FileRef* file, uint64_t offset, uint64_t len) override;
@@ -199,7 +202,6 @@ class CacheImpl final : public Cache {
   bool refresh_size(FileRef* file);
   static bool ra_probe(const void* self, uint64_t index);
 
-  StatsSink* stats_;
   Arena arena_;
   PageIndex* index_ = nullptr;
   InodeTable* inodes_ = nullptr;
@@ -215,18 +217,7 @@ class CacheImpl final : public Cache {
   AsyncRequest* requests_ = nullptr;  // kAsyncRequests, per process
 };
 
-// Hits whose latency is measured: one in kHitSample (per thread). Two clock
-// reads cost about 45 ns in a KVM guest; at one in 64 they were 2.4% of a
-// 64-byte read() hit, at one in 256 a quarter of that.
-constexpr unsigned kHitSample = 256;
-
-
-// Is this read one of the sampled ones? A read the fast path declines is
-// counted twice (read_hit, then read); the sample stays about one in 256.
-inline bool hit_sampled() {
-  static thread_local unsigned hit_clock __attribute__((tls_model("initial-exec"))) = 0;
-  return (++hit_clock % kHitSample) == 0;
-}
+using namespace hit_path;
 
 // The probe readahead uses to look behind and ahead of a position.
 struct ProbeContext {
@@ -1257,9 +1248,14 @@ int64_t CacheImpl::read(FileRef* file, RaState& ra, uint64_t pos, const iovec* i
   return error;
 }
 
-int64_t CacheImpl::read_hit(FileRef* file, RaState& ra, uint64_t pos, void* buf, uint64_t n) {
-  const uint64_t ps = page_size();
-  const uint64_t page = pos >> shift_;
+int64_t CacheImpl::read_hit(FileRef* file, RaState& ra, uint64_t pos, void* buf, uint64_t n,
+                            HitCursor* cursor) {
+  // The arena's geometry in locals: the atomic loads below would otherwise
+  // make the compiler load each member again after them.
+  const unsigned shift = shift_;
+  const uint64_t ps = uint64_t{1} << shift;
+  const uint64_t frames = arena_.frame_count();
+  const uint64_t page = pos >> shift;
   const uint64_t from = pos & (ps - 1);
   // One page, and short of the end of file as we know it (read() asks the
   // kernel there: the file may have grown).
@@ -1269,7 +1265,7 @@ int64_t CacheImpl::read_hit(FileRef* file, RaState& ra, uint64_t pos, void* buf,
   constexpr uint64_t kWant = kHashed | kUptodate | kReferenced;
   constexpr uint64_t kDecline = kLocked | kIo | kError | kReadahead | kUnread;
   // The hinted frame first; if it no longer holds the page, the index.
-  bool hinted = hint.file_id == file_id && hint.page == page && hint.frame < arena_.frame_count();
+  bool hinted = hint.file_id == file_id && hint.page == page && hint.frame < frames;
   uint64_t i = hinted ? hint.frame : 0;
   uint64_t s1 = 0;
   for (;;) {
@@ -1298,13 +1294,15 @@ int64_t CacheImpl::read_hit(FileRef* file, RaState& ra, uint64_t pos, void* buf,
   // the copy may then hold torn bytes, and is thrown away below. The arena
   // stays mapped, so the copy itself is always safe; a bad user buffer is
   // caught by the guard and left to read(), which reports it exactly.
-  const char* src = arena_.frame_data(i) + from;
-  if (!guarded_copy(buf, src, n)) return 0;
-  // A small sequential reader comes back for the next bytes: start bringing
-  // them in now (between calls the hardware prefetcher loses the stream; this
-  // cut the time of 64-byte reads by a third). Past the page it touches the next
-  // frame, which a prefetch may: the arena is mapped.
-  if (n <= 512) __builtin_prefetch(src + n + 256);
+  const char* const frame_base = arena_.frame_data(i);
+  if (!guarded_copy(buf, frame_base + from, n)) return 0;
+  if (n <= kSmallRead) {
+    if (ps - (from + n) > kStreamFar) {
+      __builtin_prefetch(frame_base + from + n + kStreamAhead);
+    } else {
+      stream_ahead(file_id, page, from + n, n, frame_base);
+    }
+  }
   // Seqlock reader: the copy's loads happen before the re-check. The frame
   // held the page the whole time iff it is still hashed, not locked, and of
   // the same version: giving it to another page takes LOCKED and clears
@@ -1321,14 +1319,58 @@ int64_t CacheImpl::read_hit(FileRef* file, RaState& ra, uint64_t pos, void* buf,
   if (version(s2) != version(s1) || (s2 & (kHashed | kLocked | kIo | kPartial)) != (kHashed | (s1 & kPartial)))
     return 0;
 
-  hint.file_id = file_id;
-  hint.page = page;
-  hint.frame = i;
+  if (!hinted) hint = FrameHint{file_id, page, i};
+  if (cursor) {
+    const uint64_t page_start = page << shift;
+    const uint64_t size = file->size.load(std::memory_order_relaxed);
+    const uint64_t valid_end = page_start + f.valid.load(std::memory_order_relaxed);
+    *cursor = HitCursor{&f.state, s1, frame_base, page_start,
+                        page_start + ((s1 & kPartial) ? f.lo.load(std::memory_order_relaxed) : 0),
+                        valid_end < size ? valid_end : size, file_id, page, nullptr, file->stats_slot};
+  }
   ra.prev_pos = static_cast<int64_t>(pos + n);
   stats_->hit(file->stats_slot, n);
   if (timed) stats_->latency(stats::kHitLatency, now_ns() - t0);
   StatsSink::last_read_misses() = 0;
   return static_cast<int64_t>(n);
+}
+
+// Keeps a small sequential reader's next bytes coming (hit_path in cache.h).
+// `end`: this read's end within `page`, whose frame's data is `frame_base`.
+// With `left` the bytes of the page after this read, each step runs on the
+// one read that crosses its mark:
+//   left < kStreamAhead + 2 steps: prefetch the bucket of page + 1;
+//   left < kStreamAhead + 1 step:  prefetch the descriptor and data of the
+//                                  frame that bucket names first;
+//   left <= kStreamAhead:          find page + 1 (in cache by now), record it
+//                                  in the frame hints and return its data;
+// then the line ahead is fetched from that frame, and the reader's first hit
+// there needs no index. Only prefetches and a hint: a page evicted or never
+// read in costs a wasted fetch, never a wrong byte (read_hit checks).
+const char* CacheImpl::stream_ahead(uint64_t file_id, uint64_t page, uint64_t end, uint64_t n,
+                                    const char* frame_base) {
+  const uint64_t left = page_size() - end;
+  auto crossed = [left, n](uint64_t mark) { return left < mark && left + n >= mark; };
+  if (left > kStreamAhead) {
+    __builtin_prefetch(frame_base + end + kStreamAhead);
+    if (crossed(kStreamAhead + 2 * kStepApart)) {
+      index_->prefetch(file_id, page + 1);
+    } else if (crossed(kStreamAhead + kStepApart)) {
+      index_->prefetch_first(file_id, page + 1, 0);
+    }
+    return nullptr;
+  }
+  FrameHint& next = frame_hint(file_id, page + 1);
+  const char* found_data = nullptr;
+  if (crossed(kStreamAhead + 1)) {
+    int64_t found = index_->find(file_id, page + 1);
+    if (found == PageIndex::kNone) return nullptr;
+    next = FrameHint{file_id, page + 1, static_cast<uint64_t>(found)};
+    found_data = arena_.frame_data(next.frame);
+  }
+  if (next.file_id == file_id && next.page == page + 1 && next.frame < arena_.frame_count())
+    __builtin_prefetch(arena_.frame_data(next.frame) + (kStreamAhead - left));
+  return found_data;
 }
 
 // Drops the pages holding bytes [offset, offset + len) (len == 0: up to

@@ -60,7 +60,6 @@ bool guarded_copy_out(IovCursor& out, const char* src, uint64_t n) {
 // (a fault in a string instruction restarts it with the registers as they
 // were).
 extern "C" {
-bool upcache_guarded_movsb(void* dst, const void* src, uint64_t n);
 extern const char upcache_guarded_copy_begin[];
 extern const char upcache_guarded_copy_end[];
 extern const char upcache_guarded_movsb_fault[];
@@ -112,8 +111,6 @@ upcache_guarded_movsb_fault:
   .cfi_endproc
   .size upcache_guarded_movsb, .-upcache_guarded_movsb
 )");
-
-bool guarded_copy(void* dst, const void* src, uint64_t n) { return upcache_guarded_movsb(dst, src, n); }
 
 bool copy_guard_fixup(void* ucontext) {
   if (ucontext == nullptr) return false;

@@ -28,7 +28,8 @@ bool guarded_copy_out(IovCursor& out, const char* src, uint64_t n);
 // The copy's stores to dst lie in one known range of code; a fault there is
 // turned by copy_guard_fixup() into a return of false, as the kernel's
 // exception tables turn a fault in copy_to_user into -EFAULT.
-bool guarded_copy(void* dst, const void* src, uint64_t n);
+extern "C" bool upcache_guarded_movsb(void* dst, const void* src, uint64_t n);  // copy_guard.cc
+inline bool guarded_copy(void* dst, const void* src, uint64_t n) { return upcache_guarded_movsb(dst, src, n); }
 
 // From a SIGSEGV/SIGBUS handler, with its ucontext: if the fault happened in
 // guarded_copy()'s copy, points the interrupted context at its failure exit

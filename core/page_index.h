@@ -54,6 +54,17 @@ class PageIndex {
   // asks for the next one's while it copies the current one.
   void prefetch(uint64_t file_id, uint64_t page) const { __builtin_prefetch(&bucket(file_id, page)); }
 
+  // The second step after prefetch(): starts bringing in the descriptor of
+  // the first frame the bucket names, and that frame's data at `offset`.
+  // Reads the bucket head only (no walk), so it costs nothing more than the
+  // bucket's line, which prefetch() should have brought in.
+  void prefetch_first(uint64_t file_id, uint64_t page, uint64_t offset) const {
+    uint32_t link = bucket(file_id, page).head.load(std::memory_order_relaxed);
+    if (link == 0) return;
+    __builtin_prefetch(&arena_.frame(link - 1));
+    __builtin_prefetch(arena_.frame_data(link - 1) + offset);
+  }
+
  private:
   Bucket& bucket(uint64_t file_id, uint64_t page) const {
     return arena_.buckets()[hash(file_id, page) & mask_];

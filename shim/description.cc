@@ -131,6 +131,9 @@ Description* description_new(FileRef* file, const RaState& ra, int status_flags)
   d->pos_lock.reset();
   d->ra_lock.reset();
   d->ra = ra;
+  // A recycled description's cursor names a frame of the file it had: a
+  // frame whose state never changed would serve that file's bytes.
+  d->cursor = HitCursor{};
   d->ra_initial = ra;
   // Publish last: a racing try_ref() on recycled memory sees 0 until now.
   d->refs.store(1, std::memory_order_release);

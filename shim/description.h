@@ -29,6 +29,7 @@
 #include <atomic>
 #include <cstdint>
 
+#include "core/hit_cursor.h"
 #include "core/readahead.h"
 #include "shim/biased_lock.h"
 #include "shim/futex_lock.h"
@@ -64,6 +65,7 @@ struct Description {
   // preading one description must not make each other miss on the fields
   // above, which every call reads.
   alignas(64) RaState ra;
+  HitCursor cursor;    // read()'s hit cursor (core/hit_cursor.h), under pos_lock
   RaState ra_initial;  // Cache::new_ra_state() at open: the state of a fresh description
 
   Description* next_free = nullptr;  // free list / deferred release list

@@ -79,11 +79,14 @@ class HazardRef {
   // The common case inline (a thread with its slot, at top level, with
   // membarrier, a description in the table): the protocol above in a few
   // instructions; anything else in enter_slow().
-  explicit HazardRef(int fd) {
+  explicit HazardRef(int fd) : HazardRef(fd, g_fds.peek(fd)) {}
+  // `peeked`: g_fds.peek(fd) as the caller just saw it (read() looks before
+  // anything else, to send pass-through descriptors straight on).
+  __attribute__((always_inline)) HazardRef(int fd, uintptr_t peeked) {
     hazard_detail::ThreadHazard& t = hazard_detail::t_hazard;
     hazard_detail::Slot* s = t.slot;
     if (__builtin_expect(s != nullptr && !t.busy && t_depth == 1 && asym_available(), 1)) {
-      uintptr_t v = g_fds.peek(fd);
+      const uintptr_t v = peeked;
       if (FdTable::is_description(v)) {
         s->ptr.store(FdTable::as_description(v), std::memory_order_relaxed);
         asym_light();  // the releaser's asym_heavy() orders this store before the check below

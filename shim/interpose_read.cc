@@ -145,7 +145,11 @@ inline int64_t offset_read_hit(Description* d, void* buf, size_t n) {
   PosLockGuard lock(d);
   if (d->shared.load(std::memory_order_acquire)) return 0;
   uint64_t pos = d->offset.load(std::memory_order_relaxed);
-  int64_t r = try_hit(d, pos, buf, n);
+  // The description's cursor first (the page its last read() hit), then
+  // the hit path, which refills the cursor; both under the position lock.
+  int64_t r = g_cache->read_cursor(d->cursor, d->ra, pos, buf, n);
+  if (r == 0) r = g_cache->read_hit(d->file, d->ra, pos, buf, n, &d->cursor);
+  if (r > 0) callers_after_read(r);
   if (r > 0) {
     d->offset.store(pos + static_cast<uint64_t>(r), std::memory_order_relaxed);
     d->kernel_stale.store(true, std::memory_order_relaxed);
@@ -213,9 +217,10 @@ ssize_t do_read(int fd, void* buf, size_t n) {
   // straight to the kernel, before any bookkeeping; pass-through costs this
   // one lookup. (A descriptor never seen, kNone, takes the long way once:
   // its first call adopts it, shim/adopt.h.)
-  if (g_fds.peek(fd) == FdTable::kUnseen) return real::read(fd, buf, n);
+  const uintptr_t seen = g_fds.peek(fd);
+  if (seen == FdTable::kUnseen) return real::read(fd, buf, n);
   Scope scope;
-  HazardRef d(fd);
+  HazardRef d(fd, seen);
   if (!d) {
     if (d.looked_at()) count_passthrough();
     return real::read(fd, buf, n);

@@ -308,9 +308,31 @@ print("\n".join(out))
 """
 
 
+# Small read()s of one file, closed, then of another: the second file's
+# descriptions are the first's, recycled (shim/description.cc), and must not
+# serve a byte of the first (a description's hit cursor names a frame of the
+# file it had).
+PY_RECYCLED = r"""
+import hashlib, os, sys
+out = []
+for rnd in range(3):
+    for p in sys.argv[1:]:
+        fd = os.open(p, os.O_RDONLY)
+        h = hashlib.sha256()
+        for i in range(50):  # inside the first page, whatever the page size
+            h.update(os.read(fd, 64))
+        os.close(fd)
+        out.append(h.hexdigest()[:16])
+print(" ".join(out))
+"""
+
+
 def case_offsets(r, d):
     f = make_file(os.path.join(d, "off.bin"), 1024 * 1024 + 1, 5)
     r.compare("offsets: dup, lseek, fork, inherited descriptors, readv", python_cmd(PY_OFFSETS, f))
+    g = make_file(os.path.join(d, "off2.bin"), 1024 * 1024 + 1, 6)
+    r.compare("offsets: small reads of two files through recycled descriptions",
+              python_cmd(PY_RECYCLED, f, g))
     lines = os.path.join(r.workdir, "lines.txt")
     with open(lines, "w") as fh:
         for i in range(20000):

@@ -1,8 +1,9 @@
-// The hit fast path, Cache::read_hit: it serves exactly what read() would
-// for a one-page hit and counts it the same; it declines (returns 0, counts
-// nothing) whenever read() has more to do; a write, an eviction or a
-// reassignment of the frame it used before is never served from; the
-// READAHEAD mark still fires; threads sharing one description get right bytes.
+// The hit fast paths, Cache::read_hit and Cache::read_cursor: they serve
+// exactly what read() would for a one-page hit and count it the same; they
+// decline (return 0, count nothing) whenever read() has more to do; a write,
+// an eviction or a reassignment of the frame used before is never served
+// from; the READAHEAD mark still fires; threads sharing one description get
+// right bytes.
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <signal.h>
@@ -44,6 +45,25 @@ class ReadHitTest : public upcache::testing::CacheFixture {
     int64_t r = cache->read_hit(f, ra, pos, buf, n);
     *fast = r > 0;
     return r > 0 ? r : read_at(f, ra, pos, buf, n);
+  }
+  // What the shim's read() does: the description's cursor, then read_hit
+  // (refilling the cursor), then read().
+  int64_t cursor_read(FileRef* f, RaState& ra, HitCursor& cur, uint64_t pos, char* buf, uint64_t n,
+                      int* path) {
+    int64_t r = cache->read_cursor(cur, ra, pos, buf, n);
+    if (r > 0) {
+      *path = 0;
+      return r;
+    }
+    r = cache->read_hit(f, ra, pos, buf, n, &cur);
+    *path = r > 0 ? 1 : 2;
+    return r > 0 ? r : read_at(f, ra, pos, buf, n);
+  }
+  uint64_t hit_latency_samples() {
+    uint64_t sum = 0;
+    for (const auto& stripe : seg->stripes)
+      for (const auto& b : stripe.latency[stats::kHitLatency]) sum += b.load();
+    return sum;
   }
   bool bytes_ok(const char* buf, uint64_t pos, uint64_t n, uint64_t salt) {
     for (uint64_t i = 0; i < n; ++i)
@@ -251,6 +271,184 @@ TEST_F(ReadHitTest, ThreadsOnOneDescriptionWithEvictionAndInvalidation) {
   EXPECT_GT(counter(stats::kEvictions), 0u);
 }
 
+TEST_F(ReadHitTest, CursorServesItsPageExactlyAndCountsLikeReadHits) {
+  make_cache(8 << 20, 4096, 0);  // no readahead: no marks, no unread pages
+  const uint64_t size = 10 * 4096 + 100;
+  std::string path = dir + "/f";
+  ASSERT_TRUE(write_pattern_file(path, size, 11));
+  FileRef* f = open_file(path);
+  ASSERT_NE(f, nullptr);
+  RaState ra = cache->new_ra_state();
+  HitCursor cur;
+  char buf[8192];
+  EXPECT_EQ(cache->read_cursor(cur, ra, 0, buf, 64), 0);  // empty
+  ASSERT_EQ(read_at(f, ra, 4096, buf, 4096), 4096);      // page 1 cached
+  EXPECT_EQ(cache->read_cursor(cur, ra, 4096, buf, 64), 0);  // still empty
+  ASSERT_EQ(cache->read_hit(f, ra, 4096, buf, 64, &cur), 64);  // fills it
+  const uint64_t reads = counter(stats::kReads), hits = counter(stats::kHits);
+  const uint64_t bytes = counter(stats::kBytesRead);
+  const uint64_t fbytes = file_counter(stats::kFileBytes), fhits = file_counter(stats::kFileHits);
+  const uint64_t samples = hit_latency_samples();
+  // 64 sequential 64-byte reads of page 1, as the shim makes them: all but
+  // the sampled ones (one in 256 per thread, timed by read_hit) by the cursor.
+  uint64_t by_cursor = 0, by_hit = 0;
+  for (int round = 0; round < 8; ++round) {
+    for (uint64_t pos = 4096; pos < 8192; pos += 64) {
+      memset(buf, 0, 64);
+      int path_taken = -1;
+      ASSERT_EQ(cursor_read(f, ra, cur, pos, buf, 64, &path_taken), 64) << pos;
+      ASSERT_TRUE(bytes_ok(buf, pos, 64, 11)) << pos;
+      ASSERT_NE(path_taken, 2) << pos;  // never read()
+      EXPECT_EQ(static_cast<int64_t>(ra.prev_pos), static_cast<int64_t>(pos + 64));
+      (path_taken == 0 ? by_cursor : by_hit) += 1;
+    }
+  }
+  const uint64_t calls = 8 * 64;
+  EXPECT_EQ(by_cursor + by_hit, calls);
+  EXPECT_EQ(by_hit, calls / hit_path::kHitSample);  // 512 reads: 2 sampled
+  EXPECT_EQ(hit_latency_samples(), samples + by_hit);
+  EXPECT_EQ(counter(stats::kReads), reads + calls);
+  EXPECT_EQ(counter(stats::kHits), hits + calls);
+  EXPECT_EQ(counter(stats::kBytesRead), bytes + calls * 64);
+  EXPECT_EQ(file_counter(stats::kFileBytes), fbytes + calls * 64);
+  EXPECT_EQ(file_counter(stats::kFileHits), fhits + calls);
+
+  // Declined, nothing counted: outside its page (before, across the end,
+  // in another cached page), zero bytes.
+  ASSERT_EQ(read_at(f, ra, 0, buf, 4096), 4096);  // page 0 cached too
+  const uint64_t reads2 = counter(stats::kReads);
+  EXPECT_EQ(cache->read_cursor(cur, ra, 4096 - 1, buf, 2), 0);
+  EXPECT_EQ(cache->read_cursor(cur, ra, 8192 - 10, buf, 20), 0);
+  EXPECT_EQ(cache->read_cursor(cur, ra, 100, buf, 20), 0);
+  EXPECT_EQ(cache->read_cursor(cur, ra, 4096, buf, 0), 0);
+  EXPECT_EQ(counter(stats::kReads), reads2);
+  // The tail page: served short of the end of file, never at or past it.
+  ASSERT_EQ(read_at(f, ra, 10 * 4096, buf, 100), 100);
+  ASSERT_EQ(cache->read_hit(f, ra, size - 100, buf, 10, &cur), 10);
+  int unused;
+  ASSERT_EQ(cursor_read(f, ra, cur, size - 90, buf, 90, &unused), 90);
+  EXPECT_TRUE(bytes_ok(buf, size - 90, 90, 11));
+  EXPECT_EQ(cache->read_cursor(cur, ra, size - 10, buf, 20), 0);
+  EXPECT_EQ(cache->read_cursor(cur, ra, size, buf, 1), 0);
+}
+
+TEST_F(ReadHitTest, CursorIsNeverServedFromAFrameThatChanged) {
+  make_cache(64 << 10, 4096, 0);  // 16 frames
+  std::string a = dir + "/a", b = dir + "/b";
+  ASSERT_TRUE(write_pattern_file(a, 1 << 20, 12));
+  ASSERT_TRUE(write_pattern_file(b, 1 << 20, 13));
+  FileRef* fa = open_file(a, O_RDWR);
+  FileRef* fb = open_file(b);
+  ASSERT_NE(fa, nullptr);
+  ASSERT_NE(fb, nullptr);
+  RaState ra = cache->new_ra_state(), rb = cache->new_ra_state();
+  HitCursor cur;
+  char buf[4096];
+  int path_taken = -1;
+  // A write drops the page: the cursor declines, the new bytes come from read().
+  ASSERT_EQ(read_at(fa, ra, 8192, buf, 4096), 4096);
+  ASSERT_EQ(cache->read_hit(fa, ra, 8192, buf, 10, &cur), 10);
+  ASSERT_EQ(cache->read_cursor(cur, ra, 8192 + 100, buf, 100), 100);
+  std::vector<char> other(300);
+  fill_pattern(other, 8200, 14);
+  ASSERT_EQ(pwrite(fds[0], other.data(), other.size(), 8200), 300);
+  cache->invalidate(fa, 8200, 300);
+  EXPECT_EQ(cache->read_cursor(cur, ra, 8192 + 100, buf, 100), 0);
+  ASSERT_EQ(cursor_read(fa, ra, cur, 8192 + 100, buf, 100, &path_taken), 100);
+  EXPECT_EQ(path_taken, 2);
+  EXPECT_TRUE(bytes_ok(buf, 8292, 100, 14));
+  ASSERT_EQ(cursor_read(fa, ra, cur, 8192 + 100, buf, 100, &path_taken), 100);  // refilled
+  ASSERT_EQ(cursor_read(fa, ra, cur, 8192 + 200, buf, 100, &path_taken), 100);
+  EXPECT_EQ(path_taken, 0);
+  EXPECT_TRUE(bytes_ok(buf, 8392, 100, 14));
+  // Every frame given to pages of b: the cursor's frame now holds another
+  // page, perhaps of the same number, and is not served from.
+  for (uint64_t pos = 0; pos < 64 * 4096; pos += 4096) ASSERT_EQ(read_at(fb, rb, pos, buf, 4096), 4096);
+  EXPECT_GT(counter(stats::kEvictions), 0u);
+  EXPECT_EQ(cache->read_cursor(cur, ra, 8192 + 108, buf, 100), 0);
+  ASSERT_EQ(cursor_read(fa, ra, cur, 8192 + 108, buf, 100, &path_taken), 100);
+  EXPECT_EQ(path_taken, 2);
+  EXPECT_TRUE(bytes_ok(buf, 8300, 100, 14));
+}
+
+TEST_F(ReadHitTest, ReadaheadMarkStillTriggersThroughTheCursor) {
+  make_cache(16 << 20, 4096, 64 << 10);  // 16-page windows
+  const uint64_t size = 4 << 20;
+  std::string path = dir + "/f";
+  ASSERT_TRUE(write_pattern_file(path, size, 15));
+  FileRef* f = open_file(path);
+  ASSERT_NE(f, nullptr);
+  RaState ra = cache->new_ra_state();
+  HitCursor cur;
+  char buf[64];
+  uint64_t by_cursor = 0;
+  for (uint64_t pos = 0; pos < size; pos += 64) {
+    int path_taken = -1;
+    ASSERT_EQ(cursor_read(f, ra, cur, pos, buf, 64, &path_taken), 64);
+    ASSERT_TRUE(bytes_ok(buf, pos, 64, 15)) << pos;
+    by_cursor += path_taken == 0;
+  }
+  const uint64_t pages = size / 4096;
+  // Exactly as without the cursor (ReadaheadMarkStillTriggersAsyncReadahead).
+  EXPECT_EQ(counter(stats::kMisses), 1u);
+  EXPECT_EQ(counter(stats::kReadaheadPages), pages - 1);
+  EXPECT_EQ(counter(stats::kReadaheadHits), pages - 1);
+  EXPECT_EQ(counter(stats::kHits), size / 64 - 1);
+  EXPECT_EQ(counter(stats::kReads), size / 64);
+  EXPECT_EQ(counter(stats::kBytesRead), size);
+  EXPECT_EQ(static_cast<int64_t>(ra.prev_pos), static_cast<int64_t>(size));
+  // All but about two reads a page (read() for the first, read_hit to fill
+  // the cursor) and the sampled ones took the cursor.
+  EXPECT_GT(by_cursor, size / 64 - 2 * pages - size / 64 / hit_path::kHitSample - 1);
+}
+
+TEST_F(ReadHitTest, ThreadsWithCursorsUnderEvictionAndInvalidation) {
+  make_cache(256 << 10, 4096, 32 << 10);  // 64 frames, 2 MiB file: constant eviction
+  const uint64_t size = 2 << 20;
+  std::string path = dir + "/f";
+  ASSERT_TRUE(write_pattern_file(path, size, 16));
+  FileRef* f = open_file(path);
+  ASSERT_NE(f, nullptr);
+  std::atomic<bool> stop{false};
+  std::atomic<uint64_t> bad{0}, by_cursor{0};
+  std::vector<std::thread> threads;
+  // A description each (its own readahead state and cursor), as threads
+  // reading their own opens of one file.
+  for (int t = 0; t < 3; ++t) {
+    threads.emplace_back([&, t] {
+      std::mt19937_64 rng(91 + t);
+      RaState ra = cache->new_ra_state();
+      HitCursor cur;
+      std::vector<char> buf(512);
+      uint64_t pos = (rng() % 8) * 4096;
+      for (int i = 0; i < 40000; ++i) {
+        // Mostly sequential small reads in the hot pages, sometimes a jump
+        // elsewhere (misses that evict the hot pages' frames).
+        if (rng() % 64 == 0) pos = rng() % 4 == 0 ? rng() % size : (rng() % 8) * 4096;
+        uint64_t n = 1 + rng() % 200;
+        int path_taken = -1;
+        int64_t got = cursor_read(f, ra, cur, pos, buf.data(), n, &path_taken);
+        uint64_t expect = pos >= size ? 0 : std::min(n, size - pos);
+        if (got != static_cast<int64_t>(expect) || !bytes_ok(buf.data(), pos, expect, 16)) bad.fetch_add(1);
+        if (path_taken == 0) by_cursor.fetch_add(1, std::memory_order_relaxed);
+        pos = pos + n >= size ? 0 : pos + n;
+      }
+    });
+  }
+  std::thread dropper([&] {
+    while (!stop.load()) {
+      cache->invalidate(f, (rand() % 8) * 4096, 4096);
+      std::this_thread::yield();
+    }
+  });
+  for (auto& th : threads) th.join();
+  stop.store(true);
+  dropper.join();
+  EXPECT_EQ(bad.load(), 0u);
+  EXPECT_GT(by_cursor.load(), 0u);
+  EXPECT_GT(counter(stats::kEvictions), 0u);
+}
+
 // What the shim's SIGSEGV/SIGBUS handler does (shim/signals.cc).
 void fix_or_die(int sig, siginfo_t*, void* uc) {
   if (copy_guard_fixup(uc)) return;
@@ -295,6 +493,20 @@ TEST_F(ReadHitTest, BadBufferIsDeclinedNotACrash) {
     ASSERT_EQ(cache->read_hit(f, ra, 7, fine, n), static_cast<int64_t>(n)) << n;
     EXPECT_TRUE(bytes_ok(fine, 7, n, 8)) << n;
   }
+  // The cursor's copy is guarded the same way.
+  HitCursor cur;
+  ASSERT_EQ(cache->read_hit(f, ra, 0, good, 10, &cur), 10);
+  const uint64_t reads2 = counter(stats::kReads);
+  for (uint64_t n : {1, 16, 33, 64, 100}) {
+    EXPECT_EQ(cache->read_cursor(cur, ra, 7, m + ps, n), 0) << n;
+    if (n >= 2) {
+      EXPECT_EQ(cache->read_cursor(cur, ra, 7, m + ps - n / 2, n), 0) << n;
+    }
+  }
+  EXPECT_EQ(counter(stats::kReads), reads2);
+  int path_taken = -1;
+  ASSERT_EQ(cursor_read(f, ra, cur, 20, good, 64, &path_taken), 64);
+  EXPECT_TRUE(bytes_ok(good, 20, 64, 8));
   // Still serving through the fast path.
   ASSERT_EQ(cache->read_hit(f, ra, 10, good, 90), 90);
   EXPECT_TRUE(bytes_ok(good, 10, 90, 8));
