@@ -135,6 +135,32 @@ void BM_FastHitSequential(benchmark::State& state) {
 }
 BENCHMARK(BM_FastHitSequential)->Arg(64)->Arg(4096);
 
+// As the shim serves read() on a private description: the description's hit
+// cursor first (core/hit_cursor.h), read_hit (refilling it) when it declines,
+// read() when that declines too.
+void BM_CursorHitSequential(benchmark::State& state) {
+  Fixture& f = fixture();
+  const uint64_t n = state.range(0);
+  std::vector<char> buf(n);
+  RaState ra = f.cache->new_ra_state();
+  HitCursor cursor;
+  uint64_t pos = 0;
+  for (auto _ : state) {
+    if (pos + n > kFileBytes) pos = 0;
+    int64_t r = f.cache->read_cursor(cursor, ra, pos, buf.data(), n);
+    if (r == 0) r = f.cache->read_hit(f.file, ra, pos, buf.data(), n, &cursor);
+    if (r == 0) {
+      iovec iov{buf.data(), n};
+      r = f.cache->read(f.file, ra, pos, &iov, 1);
+    }
+    if (r != int64_t(n)) state.SkipWithError("short read");
+    pos += n;
+    benchmark::DoNotOptimize(buf.data());
+  }
+  state.SetBytesProcessed(state.iterations() * n);
+}
+BENCHMARK(BM_CursorHitSequential)->Arg(64)->Arg(512)->Arg(4096);
+
 void BM_FastHitRandom(benchmark::State& state) {
   Fixture& f = fixture();
   const uint64_t n = state.range(0);

@@ -112,15 +112,30 @@ upcache_guarded_movsb_fault:
   .size upcache_guarded_movsb, .-upcache_guarded_movsb
 )");
 
+// The inline copies' exception table (copy_guard.h), bounds from the linker.
+// Weak: a program without an inline copy has no such section.
+extern "C" {
+extern const CopyExtableEntry __start_upcache_extable[] __attribute__((weak, visibility("hidden")));
+extern const CopyExtableEntry __stop_upcache_extable[] __attribute__((weak, visibility("hidden")));
+}
+
 bool copy_guard_fixup(void* ucontext) {
   if (ucontext == nullptr) return false;
   auto* ctx = static_cast<ucontext_t*>(ucontext);
   greg_t& pc = ctx->uc_mcontext.gregs[REG_RIP];
-  if (pc < reinterpret_cast<greg_t>(upcache_guarded_copy_begin) ||
-      pc >= reinterpret_cast<greg_t>(upcache_guarded_copy_end))
-    return false;
-  pc = reinterpret_cast<greg_t>(upcache_guarded_movsb_fault);
-  return true;
+  if (pc >= reinterpret_cast<greg_t>(upcache_guarded_copy_begin) &&
+      pc < reinterpret_cast<greg_t>(upcache_guarded_copy_end)) {
+    pc = reinterpret_cast<greg_t>(upcache_guarded_movsb_fault);
+    return true;
+  }
+  for (const CopyExtableEntry* e = __start_upcache_extable; e < __stop_upcache_extable; ++e) {
+    const char* insn = reinterpret_cast<const char*>(&e->insn) + e->insn;
+    if (reinterpret_cast<greg_t>(insn) == pc) {
+      pc = reinterpret_cast<greg_t>(reinterpret_cast<const char*>(&e->fixup) + e->fixup);
+      return true;
+    }
+  }
+  return false;
 }
 
 void copy_guard_recover(int sig) {

@@ -74,29 +74,44 @@ struct ThreadHazard {
 extern __thread ThreadHazard t_hazard __attribute__((tls_model("initial-exec")));
 }  // namespace hazard_detail
 
+// The common case of the protocol, inline: a thread with its slot, at top
+// level (t_depth == 1), with membarrier, and `peeked` (g_fds.peek(fd) as the
+// caller just saw it) a description still in the table. True with the slot
+// naming it (leave with hazard_leave); false having published nothing.
+__attribute__((always_inline)) inline bool hazard_try_enter(int fd, uintptr_t peeked) {
+  hazard_detail::ThreadHazard& t = hazard_detail::t_hazard;
+  hazard_detail::Slot* s = t.slot;
+  if (__builtin_expect(s == nullptr || t.busy || t_depth != 1 || !asym_available(), 0)) return false;
+  if (!FdTable::is_description(peeked)) return false;
+  s->ptr.store(FdTable::as_description(peeked), std::memory_order_relaxed);
+  asym_light();  // the releaser's asym_heavy() orders this store before the check below
+  if (__builtin_expect(g_fds.peek(fd) != peeked, 0)) {
+    s->ptr.store(nullptr, std::memory_order_release);
+    return false;
+  }
+  t.busy = true;
+  return true;
+}
+
+// Leaves the slot taken by hazard_try_enter (or HazardRef).
+__attribute__((always_inline)) inline void hazard_leave() {
+  hazard_detail::t_hazard.slot->ptr.store(nullptr, std::memory_order_release);
+  hazard_detail::t_hazard.busy = false;
+  // A release deferred because of this very slot can go now.
+  if (__builtin_expect(g_deferred_releases.load(std::memory_order_relaxed) != nullptr, 0))
+    description_drain_deferred();
+}
+
 class HazardRef {
  public:
-  // The common case inline (a thread with its slot, at top level, with
-  // membarrier, a description in the table): the protocol above in a few
-  // instructions; anything else in enter_slow().
+  // The common case inline (hazard_try_enter); anything else in enter_slow().
   explicit HazardRef(int fd) : HazardRef(fd, g_fds.peek(fd)) {}
-  // `peeked`: g_fds.peek(fd) as the caller just saw it (read() looks before
-  // anything else, to send pass-through descriptors straight on).
+  // `peeked`: g_fds.peek(fd) as the caller just saw it.
   __attribute__((always_inline)) HazardRef(int fd, uintptr_t peeked) {
-    hazard_detail::ThreadHazard& t = hazard_detail::t_hazard;
-    hazard_detail::Slot* s = t.slot;
-    if (__builtin_expect(s != nullptr && !t.busy && t_depth == 1 && asym_available(), 1)) {
-      const uintptr_t v = peeked;
-      if (FdTable::is_description(v)) {
-        s->ptr.store(FdTable::as_description(v), std::memory_order_relaxed);
-        asym_light();  // the releaser's asym_heavy() orders this store before the check below
-        if (__builtin_expect(g_fds.peek(fd) == v, 1)) {
-          d_ = FdTable::as_description(v);
-          seen_ = v;
-          t.busy = true;
-          return;
-        }
-      }
+    if (__builtin_expect(hazard_try_enter(fd, peeked), 1)) {
+      d_ = FdTable::as_description(peeked);
+      seen_ = peeked;
+      return;
     }
     enter_slow(fd);
   }
@@ -106,11 +121,7 @@ class HazardRef {
       d_->unref();
       return;
     }
-    hazard_detail::t_hazard.slot->ptr.store(nullptr, std::memory_order_release);
-    hazard_detail::t_hazard.busy = false;
-    // A release deferred because of this very slot can go now.
-    if (__builtin_expect(g_deferred_releases.load(std::memory_order_relaxed) != nullptr, 0))
-      description_drain_deferred();
+    hazard_leave();
   }
   HazardRef(const HazardRef&) = delete;
   HazardRef& operator=(const HazardRef&) = delete;

@@ -141,7 +141,7 @@ int64_t offset_read_passthrough(int fd, Description* d, Pass pass) {
 // moves the offset; 0 when it does not serve them (the caller takes
 // offset_read). No system call, and errno untouched: a hit costs no
 // save and restore of errno (a libc call each).
-inline int64_t offset_read_hit(Description* d, void* buf, size_t n) {
+__attribute__((always_inline)) inline int64_t offset_read_hit(Description* d, void* buf, size_t n) {
   PosLockGuard lock(d);
   if (d->shared.load(std::memory_order_acquire)) return 0;
   uint64_t pos = d->offset.load(std::memory_order_relaxed);
@@ -211,7 +211,27 @@ inline ssize_t finish(int64_t r, int saved_errno) {
   return static_cast<ssize_t>(r);
 }
 
-ssize_t do_read(int fd, void* buf, size_t n) {
+// read()'s hit path in a function of its own, so that the compiler keeps it
+// short (the general path's registers and spills stay out of it): a private
+// cached description whose next bytes are a hit (the description's cursor,
+// else Cache::read_hit). Returns the bytes served; 0 when it tried and did not
+// serve; -1 when it did not try. Either way nothing else changed.
+__attribute__((always_inline)) inline int64_t read_hit_path(int fd, void* buf, size_t n) {
+  if (!active()) return -1;
+  const uintptr_t v = g_fds.peek(fd);
+  if (!FdTable::is_description(v) || n == 0 || !user_range_ok(buf, n)) return -1;
+  if (__builtin_expect(signals::g_crash_on_read, 0)) return -1;  // tests: do_read crashes
+  Scope scope;
+  if (!hazard_try_enter(fd, v)) return -1;
+  Description* d = FdTable::as_description(v);
+  int64_t r = -1;
+  if (!reads_pass_through(d)) r = offset_read_hit(d, buf, n < kMaxRwCount ? n : kMaxRwCount);
+  hazard_leave();
+  return r;
+}
+
+// read() when read_hit_path did not serve it (`hit_tried`: it tried).
+__attribute__((noinline)) ssize_t do_read(int fd, void* buf, size_t n, bool hit_tried) {
   if (!active()) return nested_read(fd, buf, n);
   // A descriptor adopted as nothing to do (a pipe, a socket, a terminal):
   // straight to the kernel, before any bookkeeping; pass-through costs this
@@ -228,7 +248,7 @@ ssize_t do_read(int fd, void* buf, size_t n) {
   if (__builtin_expect(signals::g_crash_on_read, 0)) signals::test_crash();  // tests only
   const bool cached = user_range_ok(buf, n) && !reads_pass_through(d.get());
   const size_t len = n < kMaxRwCount ? n : kMaxRwCount;
-  if (cached && n != 0) {
+  if (cached && n != 0 && !hit_tried) {
     int64_t hit = offset_read_hit(d.get(), buf, len);
     if (hit > 0) return hit;
   }
@@ -244,6 +264,12 @@ ssize_t do_read(int fd, void* buf, size_t n) {
     r = offset_read(fd, d.get(), &v, 1, 0, /*hit_tried=*/true);
   }
   return finish(r, saved);
+}
+
+inline ssize_t do_read(int fd, void* buf, size_t n) {
+  const int64_t r = read_hit_path(fd, buf, n);
+  if (r > 0) return r;
+  return do_read(fd, buf, n, r == 0);
 }
 
 ssize_t do_pread(int fd, void* buf, size_t n, off_t off) {

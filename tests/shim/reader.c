@@ -168,6 +168,18 @@ static void bad_buffers(const char* path) {
   show("read into PROT_NONE (handler set)", r, errno, NULL, fd);
   printf("%-36s caught=%d\n", "handler not called by the read", (int)g_segv_caught);
   close(fd);
+  // The same on the hit paths: 64-byte reads of cached bytes (served by the
+  // description's cursor, an inline copy), then one into the bad page: EFAULT,
+  // the offset unmoved, and the next read goes on from there.
+  fd = open(path, O_RDONLY);
+  unsigned char small[64];
+  for (int i = 0; i < 4; ++i) r = read(fd, small, sizeof small);
+  r = read(fd, g_prot_page, sizeof small);
+  show("64-byte hit into PROT_NONE", r, errno, NULL, fd);
+  printf("%-36s caught=%d\n", "handler not called by the hit", (int)g_segv_caught);
+  r = read(fd, small, sizeof small);
+  show("64-byte hit after it", r, errno, small, fd);
+  close(fd);
   // SA_RESETHAND, SA_NODEFER, an unknown flag bit.
   sa.sa_flags = SA_SIGINFO | SA_RESETHAND | SA_NODEFER | 0x400;
   sigaction(SIGSEGV, &sa, NULL);
