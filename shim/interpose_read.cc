@@ -211,20 +211,20 @@ inline ssize_t finish(int64_t r, int saved_errno) {
   return static_cast<ssize_t>(r);
 }
 
-// read()'s hit path in a function of its own, so that the compiler keeps it
-// short (the general path's registers and spills stay out of it): a private
-// cached description whose next bytes are a hit (the description's cursor,
-// else Cache::read_hit). Returns the bytes served; 0 when it tried and did not
-// serve; -1 when it did not try. Either way nothing else changed.
-__attribute__((always_inline)) inline int64_t read_hit_path(int fd, void* buf, size_t n) {
-  if (!active()) return -1;
-  const uintptr_t v = g_fds.peek(fd);
-  if (!FdTable::is_description(v) || n == 0 || !user_range_ok(buf, n)) return -1;
-  if (__builtin_expect(signals::g_crash_on_read, 0)) return -1;  // tests: do_read crashes
+// read()'s hit path, with the general path (do_read) out of line so that
+// the compiler keeps it short (the general path's registers and spills stay
+// out of it): a private cached description whose next bytes are a hit (the
+// description's cursor, else Cache::read_hit). `v`: g_fds.peek(fd), just
+// seen. Returns the bytes served; 0 when it tried and did not serve;
+// kNotTried when it did not try. Nothing else changed in either case.
+constexpr int64_t kNotTried = -1;
+__attribute__((always_inline)) inline int64_t read_hit_path(int fd, void* buf, size_t n, uintptr_t v) {
+  if (!FdTable::is_description(v) || n == 0 || !user_range_ok(buf, n)) return kNotTried;
+  if (__builtin_expect(signals::g_crash_on_read, 0)) return kNotTried;  // tests: do_read crashes
   Scope scope;
-  if (!hazard_try_enter(fd, v)) return -1;
+  if (!hazard_try_enter(fd, v)) return kNotTried;
   Description* d = FdTable::as_description(v);
-  int64_t r = -1;
+  int64_t r = kNotTried;
   if (!reads_pass_through(d)) r = offset_read_hit(d, buf, n < kMaxRwCount ? n : kMaxRwCount);
   hazard_leave();
   return r;
@@ -266,10 +266,21 @@ __attribute__((noinline)) ssize_t do_read(int fd, void* buf, size_t n, bool hit_
   return finish(r, saved);
 }
 
-inline ssize_t do_read(int fd, void* buf, size_t n) {
-  const int64_t r = read_hit_path(fd, buf, n);
+// A descriptor that may be cached: the hit path, then the general path.
+__attribute__((noinline)) ssize_t read_maybe_cached(int fd, void* buf, size_t n, uintptr_t v) {
+  const int64_t r = read_hit_path(fd, buf, n, v);
   if (r > 0) return r;
   return do_read(fd, buf, n, r == 0);
+}
+
+// read(): a descriptor adopted as nothing to do (a pipe, a socket, a
+// terminal) goes straight to the kernel after one lookup, with no frame of
+// its own to set up.
+inline ssize_t do_read(int fd, void* buf, size_t n) {
+  if (!active()) return nested_read(fd, buf, n);
+  const uintptr_t v = g_fds.peek(fd);
+  if (v == FdTable::kUnseen) return real::read(fd, buf, n);
+  return read_maybe_cached(fd, buf, n, v);
 }
 
 ssize_t do_pread(int fd, void* buf, size_t n, off_t off) {
