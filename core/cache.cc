@@ -1285,9 +1285,13 @@ int64_t CacheImpl::read_hit(FileRef* file, RaState& ra, uint64_t pos, void* buf,
     hinted = false;
   }
   FrameDesc& f = arena_.frame(i);
-  if ((s1 & (kWant | kDecline)) != kWant || f.valid.load(std::memory_order_relaxed) < from + n) return 0;
+  // `valid` and `lo` of this version: the re-check below vouches for them,
+  // and the cursor is filled with them.
+  const uint64_t valid = f.valid.load(std::memory_order_relaxed);
+  const uint64_t lo = (s1 & kPartial) ? f.lo.load(std::memory_order_relaxed) : 0;
+  if ((s1 & (kWant | kDecline)) != kWant || valid < from + n) return 0;
   // A PARTIAL page serves only the bytes it holds (frame.h).
-  if (__builtin_expect(s1 & kPartial, 0) && f.lo.load(std::memory_order_relaxed) > from) return 0;
+  if (__builtin_expect(lo > from, 0)) return 0;
   const bool timed = hit_sampled();
   const uint64_t t0 = timed ? now_ns() : 0;
   // The frame may be evicted and refilled with another page while we copy:
@@ -1323,9 +1327,8 @@ int64_t CacheImpl::read_hit(FileRef* file, RaState& ra, uint64_t pos, void* buf,
   if (cursor) {
     const uint64_t page_start = page << shift;
     const uint64_t size = file->size.load(std::memory_order_relaxed);
-    const uint64_t valid_end = page_start + f.valid.load(std::memory_order_relaxed);
-    *cursor = HitCursor{&f.state, s1, frame_base, page_start,
-                        page_start + ((s1 & kPartial) ? f.lo.load(std::memory_order_relaxed) : 0),
+    const uint64_t valid_end = page_start + valid;
+    *cursor = HitCursor{&f.state, s1, frame_base, page_start, page_start + lo,
                         valid_end < size ? valid_end : size, file_id, page, nullptr, file->stats_slot};
   }
   ra.prev_pos = static_cast<int64_t>(pos + n);

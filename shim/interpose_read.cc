@@ -149,8 +149,8 @@ __attribute__((always_inline)) inline int64_t offset_read_hit(Description* d, vo
   // the hit path, which refills the cursor; both under the position lock.
   int64_t r = g_cache->read_cursor(d->cursor, d->ra, pos, buf, n);
   if (r == 0) r = g_cache->read_hit(d->file, d->ra, pos, buf, n, &d->cursor);
-  if (r > 0) callers_after_read(r);
   if (r > 0) {
+    callers_after_read(r);
     d->offset.store(pos + static_cast<uint64_t>(r), std::memory_order_relaxed);
     d->kernel_stale.store(true, std::memory_order_relaxed);
   }
