@@ -28,6 +28,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstdio>
 #include <cstring>
 
@@ -51,14 +52,44 @@ uint64_t monotonic_ns() {
   return static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<uint64_t>(ts.tv_nsec);
 }
 
+namespace {
+
+// What a starting engine thread needs, on its creator's stack until the
+// thread has said it is running.
+struct EngineThreadStart {
+  void* (*fn)(void*);
+  void* arg;
+  std::atomic<uint32_t> running{0};
+};
+
+void* engine_thread_entry(void* p) {
+  auto* start = static_cast<EngineThreadStart*>(p);
+  void* (*fn)(void*) = start->fn;
+  void* arg = start->arg;
+  start->running.store(1, std::memory_order_release);
+  start->running.notify_one();  // `start` is gone from here on
+  return fn(arg);
+}
+
+}  // namespace
+
 int start_engine_thread(pthread_t* thread, void* (*fn)(void*), void* arg) {
   // Block everything before creating: the new thread inherits the mask, so
   // no signal can reach it even before its first instruction.
   sigset_t all, old;
   sigfillset(&all);
   pthread_sigmask(SIG_SETMASK, &all, &old);
-  int rc = pthread_create(thread, nullptr, fn, arg);
+  EngineThreadStart start{fn, arg};
+  int rc = pthread_create(thread, nullptr, &engine_thread_entry, &start);
   pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  // Wait until the thread runs our code: before that it is inside the
+  // runtime's thread start-up (a sanitizer's allocator, glibc's stack
+  // set-up), holding locks that a fork() by the program right after this
+  // read would copy locked into the child, where they stay locked for ever
+  // (seen as a hung child under ASan). Once the thread is here, it parks
+  // in the engine's own wait, which fork handles.
+  if (rc == 0)
+    while (start.running.load(std::memory_order_acquire) == 0) start.running.wait(0, std::memory_order_acquire);
   return rc;
 }
 

@@ -111,8 +111,10 @@ class IoEngine {
 IoEngine* make_uring_engine(IoHost* host, unsigned depth, FdReserve* fds, int* err);
 IoEngine* make_thread_engine(IoHost* host, unsigned depth, unsigned threads, int* err);
 
-// Starts a thread with every signal blocked from its first instruction.
-// Returns 0 or a positive errno (pthread style).
+// Starts a thread with every signal blocked from its first instruction, and
+// returns once the thread runs `fn` (past the runtime's start-up, so that a
+// fork() right after finds no half-started thread). Returns 0 or a positive
+// errno (pthread style).
 int start_engine_thread(pthread_t* thread, void* (*fn)(void*), void* arg);
 // Names the calling thread (PR_SET_NAME; shown by ps/top).
 void name_engine_thread(const char* name);

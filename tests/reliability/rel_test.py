@@ -97,6 +97,7 @@ class Env:
         self.probe = os.path.join(a.build, "tests", "reliability", "upcache_secure_probe")
         self.fork_kill = os.path.join(a.build, "tests", "reliability", "upcache_fork_kill")
         self.close_race = os.path.join(a.build, "tests", "reliability", "upcache_close_race")
+        self.fork_engine = os.path.join(a.build, "tests", "reliability", "upcache_fork_engine")
 
     def env(self, preload=True, **kv):
         e = {k: v for k, v in os.environ.items()
@@ -1136,6 +1137,24 @@ def case_close_race(E):
         p.stdout[-300:], p.stderr[-300:]))
     check(c.get("hits", 0) > 10000, "close_race: the reads were not served from the cache: %s" % c)
     check(b"upcache" not in p.stderr, "close_race: upcache messages %r" % p.stderr[-500:])
+
+
+def case_fork_engine(E):
+    # A child asks for data it has not read (WILLNEED: the shim starts its
+    # I/O threads) and forks at once; the grandchild does the same and reads
+    # its bytes back (fork_engine.c). Plain first, the program's own check;
+    # then preloaded with the thread engine, where the grandchildren must have
+    # read through upcache.
+    p = E.run([E.fork_engine, E.work, "4"], preload=False, timeout=120)
+    check(p.returncode == 0 and p.stdout.startswith(b"ok "), "fork_engine plain: %r %r" % (
+        p.stdout[-300:], p.stderr[-300:]))
+    p, c = stat_run(E, [E.fork_engine, E.work, "40"], timeout=600, UPCACHE_ASYNC="threads")
+    sys.stdout.write(p.stdout.decode())
+    check(p.returncode == 0 and p.stdout.startswith(b"ok "), "fork_engine: %r %r" % (
+        p.stdout[-300:], p.stderr[-300:]))
+    check(c.get("readahead_pages", 0) > 0 and c.get("hits", 0) > 0,
+          "fork_engine: nothing was read ahead or served from the cache: %s" % c)
+    check(b"upcache" not in p.stderr, "fork_engine: upcache messages %r" % p.stderr[-500:])
 
 
 CASES = {n[5:]: f for n, f in globals().items() if n.startswith("case_")}
