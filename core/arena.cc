@@ -5,6 +5,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include "core/huge_shmem.h"
 #include "core/inode_table.h"
 #include "core/pin_journal.h"
 #include "core/sys.h"
@@ -48,16 +49,20 @@ ArenaLayout ArenaLayout::compute(uint64_t page_size, uint64_t frame_count) {
   return l;
 }
 
-bool Arena::create(uint64_t page_size, uint64_t frame_count, std::string* error, bool huge) {
+bool Arena::create(uint64_t page_size, uint64_t frame_count, std::string* error, bool huge,
+                   bool transparent_huge) {
   if (page_size < 4096 || (page_size & (page_size - 1)) != 0 || frame_count == 0 ||
       frame_count >= (1ull << 32) - 1) {
     if (error) *error = "invalid arena geometry";
     return false;
   }
   ArenaLayout l = ArenaLayout::compute(page_size, frame_count);
-  // Over-map by one page so the frame area can be aligned to the page size
-  // (mmap only promises 4 KiB alignment).
-  uint64_t map_bytes = l.total_bytes + page_size;
+  const uint64_t frame_bytes = frame_count * page_size;
+  // Frames on 2 MiB pages later need 2 MiB aligned addresses.
+  const bool thp = transparent_huge && frame_bytes >= kTransparentHugeMinBytes;
+  const uint64_t data_align = thp && page_size < kHugePageBytes ? kHugePageBytes : page_size;
+  // Over-map so the frame area can be aligned (mmap only promises 4 KiB).
+  uint64_t map_bytes = l.total_bytes + data_align;
   long addr = -ENOMEM;
   if (huge) {
     // Why: the arena is shared memory, which gets no transparent huge pages
@@ -84,8 +89,8 @@ bool Arena::create(uint64_t page_size, uint64_t frame_count, std::string* error,
     return false;
   }
   char* raw = reinterpret_cast<char*>(addr);
-  // Place the header so that base + data_offset is page aligned.
-  uint64_t data_addr = round_up(reinterpret_cast<uint64_t>(raw) + l.data_offset, page_size);
+  // Place the header so that base + data_offset is aligned.
+  uint64_t data_addr = round_up(reinterpret_cast<uint64_t>(raw) + l.data_offset, huge_ ? page_size : data_align);
   base_ = reinterpret_cast<char*>(data_addr - l.data_offset);
   mapped_base_ = raw;
   mapped_bytes_ = map_bytes;
@@ -105,7 +110,7 @@ bool Arena::create(uint64_t page_size, uint64_t frame_count, std::string* error,
   h->data_offset = l.data_offset;
   h->total_bytes = l.total_bytes;
   h->next_file_id.store(1, std::memory_order_relaxed);
-  // Anonymous memory is zero: every FrameDesc, Bucket and InodeEntry starts
+  // New memory (anonymous, or a new file) is zero: every FrameDesc, Bucket and InodeEntry starts
   // free (state 0, file_id 0, head 0).
 
   frames_ = reinterpret_cast<FrameDesc*>(base_ + l.frames_offset);
@@ -115,6 +120,67 @@ bool Arena::create(uint64_t page_size, uint64_t frame_count, std::string* error,
   data_ = base_ + l.data_offset;
   frame_count_ = frame_count;
   page_shift_ = h->page_shift;
+  thp_possible_ = thp && !huge_;
+  return true;
+}
+
+namespace {
+
+// Is the page at `addr` mapped by this process alone? (PM_MMAP_EXCLUSIVE,
+// bit 56 of its /proc/self/pagemap entry.) False when unknown.
+bool page_mapped_only_here(const void* addr) {
+  int fd = sys::openat(AT_FDCWD, "/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return false;
+  uint64_t entry = 0;
+  int64_t n = sys::pread(fd, &entry, sizeof entry,
+                         static_cast<int64_t>(reinterpret_cast<uintptr_t>(addr) / 4096 * sizeof entry));
+  sys::close(fd);
+  return n == sizeof entry && (entry >> 63 & 1) != 0 && (entry >> 56 & 1) != 0;
+}
+
+}  // namespace
+
+bool Arena::settle_frames(bool want_huge) {
+  if (transparent_huge_) return true;
+  std::atomic<uint32_t>& backing = header().frame_backing;
+  uint32_t expected = kBackingUnsettled;
+  if (want_huge && thp_possible_ && page_mapped_only_here(base_) &&
+      backing.compare_exchange_strong(expected, kBackingMoving, std::memory_order_acq_rel)) {
+    bool moved = move_frames_to_huge_pages();
+    backing.store(moved ? kBackingHuge : kBackingOrdinary, std::memory_order_release);
+    return moved;
+  }
+  expected = kBackingUnsettled;
+  backing.compare_exchange_strong(expected, kBackingOrdinary, std::memory_order_acq_rel);
+  return false;
+}
+
+bool Arena::move_frames_to_huge_pages() {
+  // Why: the frames are shared memory, which the kernel backs with 4 KiB
+  // pages unless shmem THP is on (rarely), so every random hit of a large
+  // cache walks the page tables, where the kernel's own page cache is read
+  // through its huge-page direct map. A huge=always tmpfs gets 2 MiB pages
+  // where the kernel has them, taking nothing from anyone.
+  const uint64_t bytes = frame_count_ << page_shift_;
+  int fd = huge_shmem_open(bytes);
+  if (fd < 0) {
+    thp_possible_ = false;  // refused: do not ask again
+    return false;
+  }
+  // MAP_FIXED replaces the untouched anonymous pages in one step; the
+  // mapping keeps the file, so its descriptor goes at once.
+  long addr = sys::raw(SYS_mmap, reinterpret_cast<long>(data_), static_cast<long>(bytes),
+                       PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd, 0);
+  sys::close(fd);
+  if (addr != reinterpret_cast<long>(data_)) {
+    // A failed MAP_FIXED may have unmapped the range: map fresh anonymous
+    // memory there, which is what the untouched frames held (zeros).
+    sys::raw(SYS_mmap, reinterpret_cast<long>(data_), static_cast<long>(bytes), PROT_READ | PROT_WRITE,
+             MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0);
+    thp_possible_ = false;
+    return false;
+  }
+  transparent_huge_ = true;
   return true;
 }
 

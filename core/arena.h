@@ -11,6 +11,9 @@
 //
 // Ownership: the Arena object owns the mapping and unmaps it on destruction.
 // The mapping is MAP_SHARED: a forked child shares it with its parent.
+// Backing: reserved hugetlb pages (asked for) or anonymous shared memory;
+// the frames may later move to a file on a private huge=always tmpfs
+// (settle_frames).
 #pragma once
 
 #include <atomic>
@@ -32,7 +35,7 @@ struct Bucket {
 
 struct ArenaHeader {
   static constexpr uint64_t kMagic = 0x4548434143505521ull;  // "!UPCACHE"
-  static constexpr uint32_t kVersion = 5;  // 5: io_owner tagged ENDED at the end of a read (frame.h)
+  static constexpr uint32_t kVersion = 6;  // 6: frame_backing
   // Counters of live writable shared mappings, by hash of (dev, ino): see
   // Cache::mapped_writable. A collision only makes another inode pass through.
   static constexpr uint32_t kMapSlots = 1024;
@@ -53,7 +56,12 @@ struct ArenaHeader {
   alignas(64) std::atomic<uint64_t> next_file_id;
   alignas(64) std::atomic<uint64_t> inode_lock;
   alignas(64) std::atomic<uint32_t> writable_maps[kMapSlots];
+  // Where the frames lie, decided once for every process that shares the
+  // arena (Arena::settle_frames): kBacking*.
+  alignas(64) std::atomic<uint32_t> frame_backing;
 };
+
+constexpr uint32_t kBackingUnsettled = 0, kBackingMoving = 1, kBackingOrdinary = 2, kBackingHuge = 3;
 
 struct ArenaLayout {
   uint64_t frames_offset, buckets_offset, inodes_offset, journals_offset, data_offset, total_bytes;
@@ -67,8 +75,29 @@ class Arena {
   // Maps and initialises a new arena. Returns false and sets *error on failure.
   // `huge`: first try the administrator's reserved 2 MiB huge pages
   // (hugetlb, /proc/sys/vm/nr_hugepages), reserved whole at map time so that
-  // no fault can fail later; when too few are free, the ordinary mapping.
-  bool create(uint64_t page_size, uint64_t frame_count, std::string* error, bool huge = false);
+  // no fault can fail later; when too few are free, ordinary shared memory.
+  // `transparent_huge` (frames of at least kTransparentHugeMinBytes in all):
+  // the frames start 2 MiB aligned, ready for settle_frames.
+  bool create(uint64_t page_size, uint64_t frame_count, std::string* error, bool huge = false,
+              bool transparent_huge = false);
+  // Below this a cache gains too little from 2 MiB pages to pay for the
+  // helper that makes them (core/huge_shmem.h).
+  static constexpr uint64_t kTransparentHugeMinBytes = 16ull << 20;
+
+  // Settles, once for every process sharing the arena, where the frames
+  // lie: with `want_huge`, and if this process alone maps the arena and it
+  // was created for it, the frames' memory is replaced in place (same
+  // addresses) by a file on a private huge=always tmpfs (core/huge_shmem.h);
+  // otherwise they stay where they are for good. Only frames move, not the
+  // metadata. Done lazily, because making the file costs a fraction of a
+  // millisecond that a process which never fills a frame should not pay.
+  // Precondition: no frame has been written or read yet, and no other
+  // thread of this process settles at the same time. "Alone" is checked
+  // with /proc/self/pagemap, so that a child forked without the fork
+  // handlers (a raw clone) pins the frames where both processes see them.
+  // Returns true when the frames lie on the tmpfs file.
+  bool settle_frames(bool want_huge);
+  bool transparent_huge_possible() const { return thp_possible_ && !transparent_huge_; }
   ~Arena();
 
   ArenaHeader& header() const { return *reinterpret_cast<ArenaHeader*>(base_); }
@@ -83,6 +112,9 @@ class Arena {
   uint64_t mapped_bytes() const { return mapped_bytes_; }
   // The arena lies on hugetlb pages (create's `huge` was granted).
   bool huge() const { return huge_; }
+  // The frames lie on a huge=always tmpfs (settle_frames moved them;
+  // the kernel may still give some of them 4 KiB pages).
+  bool transparent_huge() const { return transparent_huge_; }
 
  private:
   char* base_ = nullptr;         // the header
@@ -95,7 +127,11 @@ class Arena {
   char* data_ = nullptr;
   uint64_t frame_count_ = 0;
   unsigned page_shift_ = 0;
+  bool move_frames_to_huge_pages();
+
   bool huge_ = false;
+  bool thp_possible_ = false;      // created for settle_frames to move the frames
+  bool transparent_huge_ = false;  // moved
 };
 
 }  // namespace upcache

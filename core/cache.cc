@@ -137,8 +137,14 @@ class CacheImpl final : public Cache {
   int advise(FileRef* file, RaState& ra, uint64_t offset, uint64_t len, int advice) override;
   bool owns_fd(int fd) const override { return backend_ && backend_->owns_fd(fd); }
   bool on_huge_pages() const override { return arena_.huge(); }
+  bool on_transparent_huge_pages() const override {
+    return frame_memory_.load(std::memory_order_acquire) == kFramesOnHugePages;
+  }
   int relocate_fd(int fd) override { return backend_ ? backend_->relocate_fd(fd) : -EBADF; }
-  void before_fork() override { backend_->before_fork(); }
+  void before_fork() override {
+    settle_frame_memory();  // the child must share the frames where they will stay
+    backend_->before_fork();
+  }
   void after_fork_child() override;
 
  private:
@@ -170,6 +176,14 @@ class CacheImpl final : public Cache {
   bool recover_locked(uint32_t frame);
   int64_t claim_frame(bool needed);
   void free_claimed(uint32_t frame);
+  // The frames' memory is settled before the first frame is claimed or the
+  // process forks (Arena::settle_frames, whose precondition this keeps: no
+  // frame was filled before), so that a process that never fills a frame
+  // does not pay for moving them to 2 MiB pages.
+  static constexpr uint8_t kFramesUnsettled = 0, kFramesOnOrdinaryPages = 1, kFramesOnHugePages = 2;
+  std::atomic<uint8_t> frame_memory_{kFramesUnsettled};
+  pthread_mutex_t frame_memory_lock_ = PTHREAD_MUTEX_INITIALIZER;
+  void settle_frame_memory();
   void finish_io(uint32_t frame, int64_t bytes);
   void drop_page(uint64_t file_id, uint64_t page);
   void drop_range(uint64_t file_id, uint64_t offset, uint64_t len, uint64_t size_bound);
@@ -236,7 +250,9 @@ CacheImpl::~CacheImpl() {
 }
 
 bool CacheImpl::init(std::string* error) {
-  if (!arena_.create(config_.page_size, config_.frame_count(), error, config_.huge_pages)) return false;
+  if (!arena_.create(config_.page_size, config_.frame_count(), error, config_.huge_pages,
+                     config_.transparent_huge))
+    return false;
   shift_ = arena_.page_shift();
   pid_ = sys::getpid();
   self_word_ = owner_self();
@@ -531,6 +547,8 @@ int64_t CacheImpl::claim_frame(bool needed) {
   constexpr uint64_t kClaimPatienceNs = 2ull * 1000 * 1000 * 1000;
   uint64_t deadline = 0;
   unsigned idle_sweeps = 0;
+  if (__builtin_expect(frame_memory_.load(std::memory_order_acquire) == kFramesUnsettled, 0))
+    settle_frame_memory();
   for (;;) {
     int64_t v = eviction_->take_victim(self_word_);
     if (v == EvictionPolicy::kNone) {
@@ -562,6 +580,18 @@ int64_t CacheImpl::claim_frame(bool needed) {
     f.state.store((s & ~kFlagsMask) | kLocked, std::memory_order_relaxed);
     return v;
   }
+}
+
+void CacheImpl::settle_frame_memory() {
+  if (frame_memory_.load(std::memory_order_acquire) != kFramesUnsettled) return;
+  pthread_mutex_lock(&frame_memory_lock_);
+  if (frame_memory_.load(std::memory_order_relaxed) == kFramesUnsettled) {
+    // A process forked through the fork handlers inherited a settled state;
+    // one forked around them settles the arena's shared word instead.
+    bool moved = arena_.settle_frames(config_.transparent_huge);
+    frame_memory_.store(moved ? kFramesOnHugePages : kFramesOnOrdinaryPages, std::memory_order_release);
+  }
+  pthread_mutex_unlock(&frame_memory_lock_);
 }
 
 void CacheImpl::free_claimed(uint32_t frame) {
@@ -1525,6 +1555,7 @@ void CacheImpl::after_fork_child() {
   // in the parent (the frames are shared, and their IO flag is cleared there).
   for (int i = 0; i < kAsyncRequests; ++i) requests_[i].busy.store(0, std::memory_order_relaxed);
   pthread_mutex_init(&files_lock_, nullptr);
+  pthread_mutex_init(&frame_memory_lock_, nullptr);  // settled before fork: nobody takes it again
   backend_->after_fork_child();
 }
 

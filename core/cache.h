@@ -175,6 +175,9 @@ class Cache {
   uint64_t page_size() const { return config_.page_size; }
   // The cache lies on hugetlb pages (Config::huge_pages, granted).
   virtual bool on_huge_pages() const = 0;
+  // The cache's frames lie on a huge=always tmpfs (Config::transparent_huge,
+  // granted; decided when the first frame is claimed or the process forks).
+  virtual bool on_transparent_huge_pages() const = 0;
 
  protected:
   Cache(const Config& config, StatsSink* stats) : config_(config), stats_(stats) {}

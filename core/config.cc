@@ -142,6 +142,7 @@ Config Config::from_env(void (*warn)(const char*), bool secure) {
   r.flag("UPCACHE_STATS", &c.stats);
   r.flag("UPCACHE_STATS_KEEP", &c.stats_keep);
   r.flag("UPCACHE_HUGEPAGES", &c.huge_pages);
+  r.flag("UPCACHE_THP", &c.transparent_huge);
   r.number("UPCACHE_CALLERS", 0, 1u << 30, &c.callers);
   unsigned level = static_cast<unsigned>(c.log_level);
   r.number("UPCACHE_LOG_LEVEL", 0, 3, &level);

@@ -44,6 +44,11 @@ struct Config {
   // default: reserved huge pages are set aside for programs that ask, and a
   // cache taking them silently could starve the program they were meant for.
   bool huge_pages = false;
+  // UPCACHE_THP=0 turns off 2 MiB transparent huge pages for the cache's
+  // memory (a private huge=always tmpfs, core/huge_shmem.h). On by default:
+  // the kernel gives them only where it has free 2 MiB pages and takes
+  // nothing from anyone; random hits of a large cache walk no page tables.
+  bool transparent_huge = true;
   bool disabled = false;                      // UPCACHE_DISABLE=1: pass everything through
   bool stats = true;                          // UPCACHE_STATS=0 turns the segment off
   bool stats_keep = false;                    // UPCACHE_STATS_KEEP=1

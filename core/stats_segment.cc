@@ -9,6 +9,7 @@
 #include <cstring>
 #include <ctime>
 
+#include "core/decimal.h"
 #include "core/sys.h"
 
 namespace upcache::stats {
@@ -44,15 +45,8 @@ struct Builder {
     len += n;
   }
   void dec(uint64_t v) {
-    char tmp[24];
-    int i = 0;
-    do {
-      tmp[i++] = static_cast<char>('0' + v % 10);
-      v /= 10;
-    } while (v != 0);
     char out[24];
-    for (int j = 0; j < i; ++j) out[j] = tmp[i - 1 - j];
-    out[i] = '\0';
+    format_decimal(out, v);
     str(out);
   }
   void hex16(uint64_t v) {

@@ -7,6 +7,7 @@
 #include <atomic>
 #include <cstring>
 
+#include "core/decimal.h"
 #include "core/sys.h"
 
 namespace upcache::shim::log {
@@ -91,14 +92,9 @@ Line& Line::s(const char* text) {
 }
 
 Line& Line::udec(uint64_t v) {
-  char tmp[24];
-  int i = 0;
-  do {
-    tmp[i++] = static_cast<char>('0' + v % 10);
-    v /= 10;
-  } while (v != 0);
-  while (i > 0 && n_ < sizeof buf_ - 1) buf_[n_++] = tmp[--i];
-  return *this;
+  char digits[24];
+  format_decimal(digits, v);
+  return s(digits);
 }
 
 Line& Line::dec(int64_t v) {

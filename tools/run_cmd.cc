@@ -92,6 +92,7 @@ void run_usage(FILE* f) {
           "  --keep               keep the statistics after exit (UPCACHE_STATS_KEEP=1)\n"
           "  --hugepages          put the cache on reserved 2M huge pages when enough are\n"
           "                       free (UPCACHE_HUGEPAGES=1)\n"
+          "  --no-thp             no transparent 2M pages for the cache (UPCACHE_THP=0)\n"
           "  --disable            pass every call to the kernel (UPCACHE_DISABLE=1)\n"
           "  --lib PATH           the libupcache.so to preload (default: $UPCACHE_LIB, or\n"
           "                       the one installed with this upcache)\n"
@@ -141,7 +142,7 @@ void print_summary(const std::vector<Proc>& procs, double elapsed, bool disabled
 int cmd_run(int argc, char** argv) {
   enum {
     kSize = 1000, kPageSize, kRaMax, kDirect, kAsync, kIoThreads, kCallers, kLog, kLogLevel,
-    kInclude, kExclude, kKeep, kDisable, kLib, kHugePages
+    kInclude, kExclude, kKeep, kDisable, kLib, kHugePages, kNoThp
   };
   static const option longopts[] = {
       {"size", required_argument, nullptr, kSize},
@@ -157,6 +158,7 @@ int cmd_run(int argc, char** argv) {
       {"exclude", required_argument, nullptr, kExclude},
       {"keep", no_argument, nullptr, kKeep},
       {"hugepages", no_argument, nullptr, kHugePages},
+      {"no-thp", no_argument, nullptr, kNoThp},
       {"disable", no_argument, nullptr, kDisable},
       {"lib", required_argument, nullptr, kLib},
       {"quiet", no_argument, nullptr, 'q'},
@@ -241,6 +243,7 @@ int cmd_run(int argc, char** argv) {
       case kExclude: exclude += (exclude.empty() ? "" : ":") + std::string(optarg); break;
       case kKeep: keep = true; break;
       case kHugePages: env.emplace_back("UPCACHE_HUGEPAGES", "1"); break;
+      case kNoThp: env.emplace_back("UPCACHE_THP", "0"); break;
       case kDisable:
         disabled = true;
         env.emplace_back("UPCACHE_DISABLE", "1");

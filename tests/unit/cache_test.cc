@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "core/huge_shmem.h"
 #include "core/stats.h"
 #include "core/stats_sink.h"
 #include "cache_fixture.h"
@@ -303,6 +304,72 @@ TEST_F(CacheTest, ForkedChildSharesTheCache) {
   RaState ra = cache->new_ra_state();
   expect_pattern(f, ra, 0, size, size, 13);
   EXPECT_EQ(counter(stats::kMisses), misses);
+  // Forked without before_fork (the shim's fork handler): the frames stayed
+  // where both processes see them (Arena::settle_frames).
+  EXPECT_FALSE(cache->on_transparent_huge_pages());
+}
+
+// The frames move to 2 MiB pages at the first fill, or at before_fork when
+// that comes first, and a child forked then shares them.
+TEST_F(CacheTest, FramesMoveToHugePagesBeforeTheFirstFillOrFork) {
+  int probe = huge_shmem_open(4 << 20);
+  if (probe < 0) GTEST_SKIP() << "no private tmpfs here: " << strerror(-probe);
+  close(probe);
+  make_cache(32 << 20, 16384);
+  const uint64_t size = 4 << 20;
+  std::string path = dir + "/f";
+  ASSERT_TRUE(write_pattern_file(path, size, 15));
+  FileRef* f = open_file(path);
+  ASSERT_NE(f, nullptr);
+  EXPECT_FALSE(cache->on_transparent_huge_pages());  // nothing filled yet
+  cache->before_fork();
+  EXPECT_TRUE(cache->on_transparent_huge_pages());
+  pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    cache->after_fork_child();
+    RaState ra = cache->new_ra_state();
+    std::vector<char> buf(size);
+    iovec iov{buf.data(), buf.size()};
+    bool ok = cache->read(f, ra, 0, &iov, 1) == static_cast<int64_t>(size);
+    for (uint64_t i = 0; ok && i < size; ++i) ok = static_cast<uint8_t>(buf[i]) == pattern_byte(i, 15);
+    _exit(ok && cache->on_transparent_huge_pages() ? 0 : 1);
+  }
+  int status = 0;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  uint64_t misses = counter(stats::kMisses);
+  RaState ra = cache->new_ra_state();
+  expect_pattern(f, ra, 0, size, size, 15);
+  EXPECT_EQ(counter(stats::kMisses), misses);  // the child's fills, seen here
+}
+
+TEST_F(CacheTest, FramesMoveToHugePagesAtTheFirstFillUnlessTurnedOff) {
+  int probe = huge_shmem_open(4 << 20);
+  if (probe < 0) GTEST_SKIP() << "no private tmpfs here: " << strerror(-probe);
+  close(probe);
+  std::string path = dir + "/f";
+  ASSERT_TRUE(write_pattern_file(path, 1 << 20, 16));
+  for (bool thp : {true, false}) {
+    Config c;
+    c.min_file_bytes = 0;
+    c.cache_bytes = 32 << 20;
+    c.page_size = 16384;
+    c.transparent_huge = thp;
+    std::string err;
+    cache = Cache::create(c, sink.get(), &err);
+    ASSERT_TRUE(cache) << err;
+    FileRef* f = open_file(path);
+    ASSERT_NE(f, nullptr);
+    EXPECT_FALSE(cache->on_transparent_huge_pages());
+    RaState ra = cache->new_ra_state();
+    expect_pattern(f, ra, 4096, 100000, 1 << 20, 16);
+    EXPECT_EQ(cache->on_transparent_huge_pages(), thp);
+    expect_pattern(f, ra, 0, 1 << 20, 1 << 20, 16);
+    cache->release(f);
+    refs.clear();
+    cache.reset();
+  }
 }
 
 }  // namespace

@@ -17,7 +17,8 @@ class ConfigTest : public ::testing::Test {
   void SetUp() override {
     g_warnings.clear();
     for (const char* v : {"UPCACHE_SIZE", "UPCACHE_PAGE_SIZE", "UPCACHE_RA_MAX", "UPCACHE_DIRECT",
-                          "UPCACHE_ASYNC", "UPCACHE_STATS", "UPCACHE_LOG", "UPCACHE_IO_THREADS"})
+                          "UPCACHE_ASYNC", "UPCACHE_STATS", "UPCACHE_LOG", "UPCACHE_IO_THREADS",
+                          "UPCACHE_HUGEPAGES", "UPCACHE_THP"})
       unsetenv(v);
   }
 };
@@ -55,7 +56,21 @@ TEST_F(ConfigTest, DefaultsWithoutEnvironment) {
   EXPECT_EQ(c.cache_bytes, Config::kDefaultCacheBytes);
   EXPECT_EQ(c.page_size, Config::kDefaultPageSize);
   EXPECT_EQ(c.ra_max_bytes, Config::kDefaultRaMaxBytes);
+  EXPECT_FALSE(c.huge_pages);
+  EXPECT_TRUE(c.transparent_huge);
   EXPECT_TRUE(g_warnings.empty());
+}
+
+TEST_F(ConfigTest, HugePageFlags) {
+  setenv("UPCACHE_HUGEPAGES", "1", 1);
+  setenv("UPCACHE_THP", "0", 1);
+  Config c = Config::from_env(collect);
+  EXPECT_TRUE(c.huge_pages);
+  EXPECT_FALSE(c.transparent_huge);
+  setenv("UPCACHE_THP", "maybe", 1);
+  EXPECT_TRUE(Config::from_env(collect).transparent_huge);
+  ASSERT_EQ(g_warnings.size(), 1u);
+  EXPECT_NE(g_warnings[0].find("UPCACHE_THP"), std::string::npos);
 }
 
 TEST_F(ConfigTest, ReadsValidValues) {
