@@ -110,8 +110,8 @@ bool Arena::create(uint64_t page_size, uint64_t frame_count, std::string* error,
   h->data_offset = l.data_offset;
   h->total_bytes = l.total_bytes;
   h->next_file_id.store(1, std::memory_order_relaxed);
-  // New memory (anonymous, or a new file) is zero: every FrameDesc, Bucket and InodeEntry starts
-  // free (state 0, file_id 0, head 0).
+  // New anonymous memory is zero: every FrameDesc, Bucket and InodeEntry
+  // starts free (state 0, file_id 0, head 0).
 
   frames_ = reinterpret_cast<FrameDesc*>(base_ + l.frames_offset);
   buckets_ = reinterpret_cast<Bucket*>(base_ + l.buckets_offset);

@@ -277,6 +277,34 @@ TEST_F(CacheTest, TransientDeviceErrorIsRetriedNotCached) {
   expect_pattern(f, ra, 0, 100000, 100000, 12);
 }
 
+// A forked child (after_fork_child, as the shim's fork handler does) reads
+// [0, size) of f, a pattern file of `salt`, through the shared cache.
+struct ChildRead {
+  bool exited = false;         // exited normally
+  bool bytes_right = false;    // read all size bytes, every one right
+  bool on_huge_pages = false;  // the child saw the frames on 2 MiB pages
+};
+
+ChildRead child_reads_pattern(Cache& cache, FileRef* f, uint64_t size, uint64_t salt) {
+  pid_t pid = fork();
+  if (pid == 0) {
+    cache.after_fork_child();
+    RaState ra = cache.new_ra_state();
+    std::vector<char> buf(size);
+    iovec iov{buf.data(), buf.size()};
+    bool ok = cache.read(f, ra, 0, &iov, 1) == static_cast<int64_t>(size);
+    for (uint64_t i = 0; ok && i < size; ++i) ok = static_cast<uint8_t>(buf[i]) == pattern_byte(i, salt);
+    _exit((ok ? 0 : 1) | (cache.on_transparent_huge_pages() ? 0 : 2));
+  }
+  ChildRead r;
+  int status = 0;
+  if (pid < 0 || waitpid(pid, &status, 0) != pid || !WIFEXITED(status)) return r;
+  r.exited = true;
+  r.bytes_right = (WEXITSTATUS(status) & 1) == 0;
+  r.on_huge_pages = (WEXITSTATUS(status) & 2) == 0;
+  return r;
+}
+
 TEST_F(CacheTest, ForkedChildSharesTheCache) {
   make_cache(16 << 20, 65536);
   const uint64_t size = 2 << 20;
@@ -284,21 +312,8 @@ TEST_F(CacheTest, ForkedChildSharesTheCache) {
   ASSERT_TRUE(write_pattern_file(path, size, 13));
   FileRef* f = open_file(path);
   ASSERT_NE(f, nullptr);
-  pid_t pid = fork();
-  ASSERT_GE(pid, 0);
-  if (pid == 0) {
-    cache->after_fork_child();
-    RaState ra = cache->new_ra_state();
-    std::vector<char> buf(size);
-    iovec iov{buf.data(), buf.size()};
-    int64_t got = cache->read(f, ra, 0, &iov, 1);
-    bool ok = got == static_cast<int64_t>(size);
-    for (uint64_t i = 0; ok && i < size; ++i) ok = static_cast<uint8_t>(buf[i]) == pattern_byte(i, 13);
-    _exit(ok ? 0 : 1);
-  }
-  int status = 0;
-  ASSERT_EQ(waitpid(pid, &status, 0), pid);
-  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  ChildRead child = child_reads_pattern(*cache, f, size, 13);
+  ASSERT_TRUE(child.exited && child.bytes_right);
   // The child's reads filled the shared arena: the parent only hits.
   uint64_t misses = counter(stats::kMisses);
   RaState ra = cache->new_ra_state();
@@ -324,20 +339,9 @@ TEST_F(CacheTest, FramesMoveToHugePagesBeforeTheFirstFillOrFork) {
   EXPECT_FALSE(cache->on_transparent_huge_pages());  // nothing filled yet
   cache->before_fork();
   EXPECT_TRUE(cache->on_transparent_huge_pages());
-  pid_t pid = fork();
-  ASSERT_GE(pid, 0);
-  if (pid == 0) {
-    cache->after_fork_child();
-    RaState ra = cache->new_ra_state();
-    std::vector<char> buf(size);
-    iovec iov{buf.data(), buf.size()};
-    bool ok = cache->read(f, ra, 0, &iov, 1) == static_cast<int64_t>(size);
-    for (uint64_t i = 0; ok && i < size; ++i) ok = static_cast<uint8_t>(buf[i]) == pattern_byte(i, 15);
-    _exit(ok && cache->on_transparent_huge_pages() ? 0 : 1);
-  }
-  int status = 0;
-  ASSERT_EQ(waitpid(pid, &status, 0), pid);
-  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  ChildRead child = child_reads_pattern(*cache, f, size, 15);
+  ASSERT_TRUE(child.exited && child.bytes_right);
+  EXPECT_TRUE(child.on_huge_pages);
   uint64_t misses = counter(stats::kMisses);
   RaState ra = cache->new_ra_state();
   expect_pattern(f, ra, 0, size, size, 15);
