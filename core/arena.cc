@@ -29,22 +29,26 @@ uint64_t pow2_at_least(uint64_t v) {
 
 }  // namespace
 
-ArenaLayout ArenaLayout::compute(uint64_t page_size, uint64_t frame_count) {
+ArenaLayout ArenaLayout::compute(uint64_t page_size, uint64_t frame_count, bool huge_aligned) {
   ArenaLayout l{};
   // Two buckets per frame keeps chains short (load factor <= 0.5).
   l.bucket_count = pow2_at_least(frame_count * 2);
   // Enough inodes for many small files, bounded for huge caches.
   l.inode_count = pow2_at_least(frame_count / 4 < 1024 ? 1024 : (frame_count / 4 > 65536 ? 65536 : frame_count / 4));
+  // What stays put first (header, inodes, journals), then what
+  // Arena::settle_backing may move to 2 MiB pages: descriptors, buckets and
+  // frames, from a 2 MiB boundary when asked.
+  const uint64_t movable_align = huge_aligned ? kHugePageBytes : 64;
   uint64_t off = round_up(sizeof(ArenaHeader), 64);
-  l.frames_offset = off;
-  off = round_up(off + frame_count * sizeof(FrameDesc), 64);
-  l.buckets_offset = off;
-  off = round_up(off + l.bucket_count * sizeof(Bucket), 64);
   l.inodes_offset = off;
   off = round_up(off + l.inode_count * sizeof(InodeEntry), 64);
   l.journals_offset = off;
   off = round_up(off + PinJournals::kJournals * sizeof(PinJournal), 64);
-  l.data_offset = round_up(off, page_size);
+  l.frames_offset = round_up(off, movable_align);
+  off = round_up(l.frames_offset + frame_count * sizeof(FrameDesc), 64);
+  l.buckets_offset = off;
+  off = round_up(off + l.bucket_count * sizeof(Bucket), 64);
+  l.data_offset = round_up(off, page_size > movable_align ? page_size : movable_align);
   l.total_bytes = l.data_offset + frame_count * page_size;
   return l;
 }
@@ -56,10 +60,10 @@ bool Arena::create(uint64_t page_size, uint64_t frame_count, std::string* error,
     if (error) *error = "invalid arena geometry";
     return false;
   }
-  ArenaLayout l = ArenaLayout::compute(page_size, frame_count);
   const uint64_t frame_bytes = frame_count * page_size;
-  // Frames on 2 MiB pages later need 2 MiB aligned addresses.
+  // What moves to 2 MiB pages later needs 2 MiB aligned addresses.
   const bool thp = transparent_huge && frame_bytes >= kTransparentHugeMinBytes;
+  ArenaLayout l = ArenaLayout::compute(page_size, frame_count, thp && page_size < kHugePageBytes);
   const uint64_t data_align = thp && page_size < kHugePageBytes ? kHugePageBytes : page_size;
   // Over-map so the frame area can be aligned (mmap only promises 4 KiB).
   uint64_t map_bytes = l.total_bytes + data_align;
@@ -140,13 +144,13 @@ bool page_mapped_only_here(const void* addr) {
 
 }  // namespace
 
-bool Arena::settle_frames(bool want_huge) {
+bool Arena::settle_backing(bool want_huge) {
   if (transparent_huge_) return true;
   std::atomic<uint32_t>& backing = header().frame_backing;
   uint32_t expected = kBackingUnsettled;
   if (want_huge && thp_possible_ && page_mapped_only_here(base_) &&
       backing.compare_exchange_strong(expected, kBackingMoving, std::memory_order_acq_rel)) {
-    bool moved = move_frames_to_huge_pages();
+    bool moved = move_to_huge_pages();
     backing.store(moved ? kBackingHuge : kBackingOrdinary, std::memory_order_release);
     return moved;
   }
@@ -155,27 +159,30 @@ bool Arena::settle_frames(bool want_huge) {
   return false;
 }
 
-bool Arena::move_frames_to_huge_pages() {
-  // Why: the frames are shared memory, which the kernel backs with 4 KiB
-  // pages unless shmem THP is on (rarely), so every random hit of a large
-  // cache walks the page tables, where the kernel's own page cache is read
-  // through its huge-page direct map. A huge=always tmpfs gets 2 MiB pages
-  // where the kernel has them, taking nothing from anyone.
-  const uint64_t bytes = frame_count_ << page_shift_;
+bool Arena::move_to_huge_pages() {
+  // Why: the arena is shared memory, which the kernel backs with 4 KiB pages
+  // unless shmem THP is on (rarely), so every random hit of a large cache
+  // walks the page tables three times (bucket, descriptor, frame), where the
+  // kernel's own page cache is read through its huge-page direct map. A
+  // huge=always tmpfs gets 2 MiB pages where the kernel has them, taking
+  // nothing from anyone.
+  char* from = base_ + header().frames_offset;
+  const uint64_t bytes = header().total_bytes - header().frames_offset;
   int fd = huge_shmem_open(bytes);
   if (fd < 0) {
     thp_possible_ = false;  // refused: do not ask again
     return false;
   }
-  // MAP_FIXED replaces the untouched anonymous pages in one step; the
-  // mapping keeps the file, so its descriptor goes at once.
-  long addr = sys::raw(SYS_mmap, reinterpret_cast<long>(data_), static_cast<long>(bytes),
+  // MAP_FIXED replaces the untouched anonymous pages in one step (a
+  // lock-free reader sees zeros before and after); the mapping keeps the
+  // file, so its descriptor goes at once.
+  long addr = sys::raw(SYS_mmap, reinterpret_cast<long>(from), static_cast<long>(bytes),
                        PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd, 0);
   sys::close(fd);
-  if (addr != reinterpret_cast<long>(data_)) {
+  if (addr != reinterpret_cast<long>(from)) {
     // A failed MAP_FIXED may have unmapped the range: map fresh anonymous
-    // memory there, which is what the untouched frames held (zeros).
-    sys::raw(SYS_mmap, reinterpret_cast<long>(data_), static_cast<long>(bytes), PROT_READ | PROT_WRITE,
+    // memory there, which is what the untouched range held (zeros).
+    sys::raw(SYS_mmap, reinterpret_cast<long>(from), static_cast<long>(bytes), PROT_READ | PROT_WRITE,
              MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0);
     thp_possible_ = false;
     return false;

@@ -1,7 +1,11 @@
 // The arena: one mapping that holds everything the cache shares.
 //
-//   [ArenaHeader][FrameDesc x frames][Bucket x buckets][InodeEntry x inodes]
-//   ...padding to the page size...[frames: page_size bytes each]
+//   [ArenaHeader][InodeEntry x inodes][PinJournal x journals]
+//   ...[FrameDesc x frames][Bucket x buckets]...[frames: page_size bytes each]
+//
+// The second line is what settle_backing may move to 2 MiB pages: it starts
+// on a 2 MiB boundary when the arena is made for that, and the frames on a
+// page-size (or 2 MiB) boundary.
 //
 // Position independent: the header stores offsets, never pointers, so the
 // same bytes are valid at any address (forked children, or a named segment
@@ -12,8 +16,8 @@
 // Ownership: the Arena object owns the mapping and unmaps it on destruction.
 // The mapping is MAP_SHARED: a forked child shares it with its parent.
 // Backing: reserved hugetlb pages (asked for) or anonymous shared memory;
-// the frames may later move to a file on a private huge=always tmpfs
-// (settle_frames).
+// the descriptors, buckets and frames may later move to a file on a private
+// huge=always tmpfs (settle_backing).
 #pragma once
 
 #include <atomic>
@@ -35,7 +39,7 @@ struct Bucket {
 
 struct ArenaHeader {
   static constexpr uint64_t kMagic = 0x4548434143505521ull;  // "!UPCACHE"
-  static constexpr uint32_t kVersion = 6;  // 6: frame_backing
+  static constexpr uint32_t kVersion = 7;  // 6: frame_backing; 7: movable part last
   // Counters of live writable shared mappings, by hash of (dev, ino): see
   // Cache::mapped_writable. A collision only makes another inode pass through.
   static constexpr uint32_t kMapSlots = 1024;
@@ -57,7 +61,7 @@ struct ArenaHeader {
   alignas(64) std::atomic<uint64_t> inode_lock;
   alignas(64) std::atomic<uint32_t> writable_maps[kMapSlots];
   // Where the frames lie, decided once for every process that shares the
-  // arena (Arena::settle_frames): kBacking*.
+  // arena (Arena::settle_backing): kBacking*.
   alignas(64) std::atomic<uint32_t> frame_backing;
 };
 
@@ -66,8 +70,9 @@ constexpr uint32_t kBackingUnsettled = 0, kBackingMoving = 1, kBackingOrdinary =
 struct ArenaLayout {
   uint64_t frames_offset, buckets_offset, inodes_offset, journals_offset, data_offset, total_bytes;
   uint64_t bucket_count, inode_count;
-  // Computes the layout for `frame_count` frames of `page_size` bytes.
-  static ArenaLayout compute(uint64_t page_size, uint64_t frame_count);
+  // Computes the layout for `frame_count` frames of `page_size` bytes;
+  // `huge_aligned`: descriptors and frames on 2 MiB boundaries.
+  static ArenaLayout compute(uint64_t page_size, uint64_t frame_count, bool huge_aligned = false);
 };
 
 class Arena {
@@ -77,26 +82,29 @@ class Arena {
   // (hugetlb, /proc/sys/vm/nr_hugepages), reserved whole at map time so that
   // no fault can fail later; when too few are free, ordinary shared memory.
   // `transparent_huge` (frames of at least kTransparentHugeMinBytes in all):
-  // the frames start 2 MiB aligned, ready for settle_frames.
+  // descriptors and frames start 2 MiB aligned, ready for settle_backing.
   bool create(uint64_t page_size, uint64_t frame_count, std::string* error, bool huge = false,
               bool transparent_huge = false);
   // Below this a cache gains too little from 2 MiB pages to pay for the
   // helper that makes them (core/huge_shmem.h).
   static constexpr uint64_t kTransparentHugeMinBytes = 16ull << 20;
 
-  // Settles, once for every process sharing the arena, where the frames
-  // lie: with `want_huge`, and if this process alone maps the arena and it
-  // was created for it, the frames' memory is replaced in place (same
-  // addresses) by a file on a private huge=always tmpfs (core/huge_shmem.h);
-  // otherwise they stay where they are for good. Only frames move, not the
-  // metadata. Done lazily, because making the file costs a fraction of a
-  // millisecond that a process which never fills a frame should not pay.
-  // Precondition: no frame has been written or read yet, and no other
-  // thread of this process settles at the same time. "Alone" is checked
-  // with /proc/self/pagemap, so that a child forked without the fork
-  // handlers (a raw clone) pins the frames where both processes see them.
-  // Returns true when the frames lie on the tmpfs file.
-  bool settle_frames(bool want_huge);
+  // Settles, once for every process sharing the arena, where descriptors,
+  // buckets and frames lie: with `want_huge`, and if this process alone maps
+  // the arena and it was created for it, their memory is replaced in place
+  // (same addresses) by a file on a private huge=always tmpfs
+  // (core/huge_shmem.h); otherwise they stay where they are for good. The
+  // header, inodes and pin journals stay. Done lazily, because making the
+  // file costs a fraction of a millisecond that a process which never fills
+  // a frame should not pay.
+  // Precondition: everything that moves is still as created (zero): no
+  // frame claimed, no page hashed, no bucket lock held, in any thread, and
+  // no other thread settles at the same time (Cache keeps it). Lock-free
+  // lookups may run meanwhile: they find nothing before and after. "Alone"
+  // is checked with /proc/self/pagemap, so that a child forked without the
+  // fork handlers (a raw clone) pins the memory where both processes see it.
+  // Returns true when it lies on the tmpfs file.
+  bool settle_backing(bool want_huge);
   bool transparent_huge_possible() const { return thp_possible_ && !transparent_huge_; }
   ~Arena();
 
@@ -112,8 +120,9 @@ class Arena {
   uint64_t mapped_bytes() const { return mapped_bytes_; }
   // The arena lies on hugetlb pages (create's `huge` was granted).
   bool huge() const { return huge_; }
-  // The frames lie on a huge=always tmpfs (settle_frames moved them;
-  // the kernel may still give some of them 4 KiB pages).
+  // Descriptors, buckets and frames lie on a huge=always tmpfs
+  // (settle_backing moved them; the kernel may still give some of them
+  // 4 KiB pages).
   bool transparent_huge() const { return transparent_huge_; }
 
  private:
@@ -127,10 +136,10 @@ class Arena {
   char* data_ = nullptr;
   uint64_t frame_count_ = 0;
   unsigned page_shift_ = 0;
-  bool move_frames_to_huge_pages();
+  bool move_to_huge_pages();
 
   bool huge_ = false;
-  bool thp_possible_ = false;      // created for settle_frames to move the frames
+  bool thp_possible_ = false;      // created for settle_backing to move the memory
   bool transparent_huge_ = false;  // moved
 };
 

@@ -138,11 +138,11 @@ class CacheImpl final : public Cache {
   bool owns_fd(int fd) const override { return backend_ && backend_->owns_fd(fd); }
   bool on_huge_pages() const override { return arena_.huge(); }
   bool on_transparent_huge_pages() const override {
-    return frame_memory_.load(std::memory_order_acquire) == kFramesOnHugePages;
+    return backing_.load(std::memory_order_acquire) == kOnHugePages;
   }
   int relocate_fd(int fd) override { return backend_ ? backend_->relocate_fd(fd) : -EBADF; }
   void before_fork() override {
-    settle_frame_memory();  // the child must share the frames where they will stay
+    settle_backing();  // the child must share the memory where it will stay
     backend_->before_fork();
   }
   void after_fork_child() override;
@@ -176,14 +176,15 @@ class CacheImpl final : public Cache {
   bool recover_locked(uint32_t frame);
   int64_t claim_frame(bool needed);
   void free_claimed(uint32_t frame);
-  // The frames' memory is settled before the first frame is claimed or the
-  // process forks (Arena::settle_frames, whose precondition this keeps: no
-  // frame was filled before), so that a process that never fills a frame
-  // does not pay for moving them to 2 MiB pages.
-  static constexpr uint8_t kFramesUnsettled = 0, kFramesOnOrdinaryPages = 1, kFramesOnHugePages = 2;
-  std::atomic<uint8_t> frame_memory_{kFramesUnsettled};
-  pthread_mutex_t frame_memory_lock_ = PTHREAD_MUTEX_INITIALIZER;
-  void settle_frame_memory();
+  // Where descriptors, buckets and frames lie is settled before the first
+  // frame is claimed or the process forks (Arena::settle_backing, whose
+  // precondition this keeps: nothing was hashed and, drop_page, no bucket
+  // lock is taken before), so that a process that never fills a frame does
+  // not pay for moving them to 2 MiB pages.
+  static constexpr uint8_t kUnsettled = 0, kOnOrdinaryPages = 1, kOnHugePages = 2;
+  std::atomic<uint8_t> backing_{kUnsettled};
+  pthread_mutex_t backing_lock_ = PTHREAD_MUTEX_INITIALIZER;
+  void settle_backing();
   void finish_io(uint32_t frame, int64_t bytes);
   void drop_page(uint64_t file_id, uint64_t page);
   void drop_range(uint64_t file_id, uint64_t offset, uint64_t len, uint64_t size_bound);
@@ -547,8 +548,7 @@ int64_t CacheImpl::claim_frame(bool needed) {
   constexpr uint64_t kClaimPatienceNs = 2ull * 1000 * 1000 * 1000;
   uint64_t deadline = 0;
   unsigned idle_sweeps = 0;
-  if (__builtin_expect(frame_memory_.load(std::memory_order_acquire) == kFramesUnsettled, 0))
-    settle_frame_memory();
+  if (__builtin_expect(backing_.load(std::memory_order_acquire) == kUnsettled, 0)) settle_backing();
   for (;;) {
     int64_t v = eviction_->take_victim(self_word_);
     if (v == EvictionPolicy::kNone) {
@@ -582,16 +582,16 @@ int64_t CacheImpl::claim_frame(bool needed) {
   }
 }
 
-void CacheImpl::settle_frame_memory() {
-  if (frame_memory_.load(std::memory_order_acquire) != kFramesUnsettled) return;
-  pthread_mutex_lock(&frame_memory_lock_);
-  if (frame_memory_.load(std::memory_order_relaxed) == kFramesUnsettled) {
+void CacheImpl::settle_backing() {
+  if (backing_.load(std::memory_order_acquire) != kUnsettled) return;
+  pthread_mutex_lock(&backing_lock_);
+  if (backing_.load(std::memory_order_relaxed) == kUnsettled) {
     // A process forked through the fork handlers inherited a settled state;
     // one forked around them settles the arena's shared word instead.
-    bool moved = arena_.settle_frames(config_.transparent_huge);
-    frame_memory_.store(moved ? kFramesOnHugePages : kFramesOnOrdinaryPages, std::memory_order_release);
+    bool moved = arena_.settle_backing(config_.transparent_huge);
+    backing_.store(moved ? kOnHugePages : kOnOrdinaryPages, std::memory_order_release);
   }
-  pthread_mutex_unlock(&frame_memory_lock_);
+  pthread_mutex_unlock(&backing_lock_);
 }
 
 void CacheImpl::free_claimed(uint32_t frame) {
@@ -785,6 +785,10 @@ int64_t CacheImpl::take_completion(uint64_t file_id, uint64_t page, uint64_t fla
 // changes), and a frame it cannot pin (being evicted this very moment, hence
 // about to leave the index) is looked up again until it is gone.
 void CacheImpl::drop_page(uint64_t file_id, uint64_t page) {
+  // Before any process settled the arena nothing was ever hashed, and the
+  // bucket lock must not be taken while the buckets may move (settle_backing).
+  uint32_t backing = arena_.header().frame_backing.load(std::memory_order_acquire);
+  if (backing == kBackingUnsettled || backing == kBackingMoving) return;
   for (unsigned attempt = 0;; ++attempt) {
     int64_t i = index_->find_exact(file_id, page);
     if (i == PageIndex::kNone) return;
@@ -1555,7 +1559,7 @@ void CacheImpl::after_fork_child() {
   // in the parent (the frames are shared, and their IO flag is cleared there).
   for (int i = 0; i < kAsyncRequests; ++i) requests_[i].busy.store(0, std::memory_order_relaxed);
   pthread_mutex_init(&files_lock_, nullptr);
-  pthread_mutex_init(&frame_memory_lock_, nullptr);  // settled before fork: nobody takes it again
+  pthread_mutex_init(&backing_lock_, nullptr);  // settled before fork: nobody takes it again
   backend_->after_fork_child();
 }
 

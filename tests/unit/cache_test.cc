@@ -320,7 +320,7 @@ TEST_F(CacheTest, ForkedChildSharesTheCache) {
   expect_pattern(f, ra, 0, size, size, 13);
   EXPECT_EQ(counter(stats::kMisses), misses);
   // Forked without before_fork (the shim's fork handler): the frames stayed
-  // where both processes see them (Arena::settle_frames).
+  // where both processes see them (Arena::settle_backing).
   EXPECT_FALSE(cache->on_transparent_huge_pages());
 }
 

@@ -16,6 +16,7 @@
 #include <string>
 
 #include "core/arena.h"
+#include "core/inode_table.h"
 
 namespace upcache {
 namespace {
@@ -124,7 +125,7 @@ TEST(HugeShmem, PmdBytesOfOrdinarySharedMemoryAreZero) {
   munmap(m, 8 * kMiB);
 }
 
-TEST(Arena, FramesMoveToHugePagesInPlace) {
+TEST(Arena, DescriptorsBucketsAndFramesMoveToHugePagesInPlace) {
   int probe = huge_shmem_open(4 * kMiB);
   if (refused(probe)) GTEST_SKIP() << "no private tmpfs here: " << strerror(-probe);
   close(probe);
@@ -135,22 +136,38 @@ TEST(Arena, FramesMoveToHugePagesInPlace) {
   EXPECT_TRUE(a.transparent_huge_possible());
   EXPECT_FALSE(a.transparent_huge());
   char* frames = a.frame_data(0);
+  FrameDesc* descs = &a.frame(0);
+  Bucket* buckets = a.buckets();
   EXPECT_EQ(reinterpret_cast<uintptr_t>(frames) % (2 * kMiB), 0u);
-  a.header().clock_hand.store(77);  // metadata written before the move stays
-  ASSERT_TRUE(a.settle_frames(true));
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(descs) % (2 * kMiB), 0u);
+  a.header().clock_hand.store(77);  // what stays may be written before the move
+  a.inodes()[3].file_id = 33;
+  ASSERT_TRUE(a.settle_backing(true));
   EXPECT_TRUE(a.transparent_huge());
   EXPECT_FALSE(a.transparent_huge_possible());
   EXPECT_EQ(a.header().frame_backing.load(), kBackingHuge);
-  EXPECT_TRUE(a.settle_frames(true));  // settled
+  EXPECT_TRUE(a.settle_backing(true));  // settled
   EXPECT_EQ(a.frame_data(0), frames);
+  EXPECT_EQ(&a.frame(0), descs);
+  EXPECT_EQ(a.buckets(), buckets);
   EXPECT_EQ(a.header().magic, ArenaHeader::kMagic);
   EXPECT_EQ(a.header().clock_hand.load(), 77u);
+  EXPECT_EQ(a.inodes()[3].file_id, 33u);
+  // Descriptors and buckets first (one 2 MiB page holds both here): that
+  // page alone is mapped huge, before any frame is touched.
+  EXPECT_EQ(a.frame(2047).state.load(), 0u);
+  a.frame(2047).page.store(9);
+  buckets[4095].head.store(2048);
+  EXPECT_EQ(huge_shmem_pmd_bytes(descs), static_cast<int64_t>(2 * kMiB));
+  EXPECT_EQ(a.frame(2047).page.load(), 9u);
+  EXPECT_EQ(buckets[4095].head.load(), 2048u);
   for (uint64_t i = 0; i < 2048; ++i) a.frame_data(i)[0] = static_cast<char>(i);
   for (uint64_t i = 0; i < 2048; ++i) ASSERT_EQ(a.frame_data(i)[0], static_cast<char>(i));
   a.frame_data(2047)[16383] = 7;
   EXPECT_EQ(a.frame_data(2047)[16383], 7);
-  EXPECT_GT(huge_shmem_pmd_bytes(a.frame_data(1024)), 0);
-  EXPECT_EQ(huge_shmem_pmd_bytes(&a.header()), 0);  // the metadata did not move
+  EXPECT_GT(huge_shmem_pmd_bytes(a.frame_data(1024)), static_cast<int64_t>(2 * kMiB));
+  EXPECT_EQ(huge_shmem_pmd_bytes(&a.header()), 0);  // header, inodes, journals did not move
+  EXPECT_EQ(huge_shmem_pmd_bytes(a.inodes()), 0);
 }
 
 TEST(Arena, NoMoveForASmallArenaOrWhenNotAsked) {
@@ -158,16 +175,16 @@ TEST(Arena, NoMoveForASmallArenaOrWhenNotAsked) {
   std::string err;
   ASSERT_TRUE(small.create(4096, 64, &err, false, /*transparent_huge=*/true)) << err;
   EXPECT_FALSE(small.transparent_huge_possible());
-  EXPECT_FALSE(small.settle_frames(true));
+  EXPECT_FALSE(small.settle_backing(true));
   EXPECT_EQ(small.header().frame_backing.load(), kBackingOrdinary);
   Arena unasked;
   ASSERT_TRUE(unasked.create(16384, 2048, &err)) << err;
-  EXPECT_FALSE(unasked.settle_frames(true));
+  EXPECT_FALSE(unasked.settle_backing(true));
   EXPECT_FALSE(unasked.transparent_huge());
   Arena declined;
   ASSERT_TRUE(declined.create(16384, 2048, &err, false, true)) << err;
-  EXPECT_FALSE(declined.settle_frames(false));
-  EXPECT_FALSE(declined.settle_frames(true));  // settled for good
+  EXPECT_FALSE(declined.settle_backing(false));
+  EXPECT_FALSE(declined.settle_backing(true));  // settled for good
   EXPECT_EQ(declined.header().frame_backing.load(), kBackingOrdinary);
 }
 
@@ -186,7 +203,7 @@ TEST(Arena, AChildForkedAroundTheHandlersPinsTheFramesWhereBothSeeThem) {
   pid_t pid = fork();
   ASSERT_GE(pid, 0);
   if (pid == 0) {
-    bool moved = a.settle_frames(true);
+    bool moved = a.settle_backing(true);
     a.frame_data(5)[0] = 55;
     char done = moved ? 'm' : 'o';
     _exit(write(to_parent[1], &done, 1) == 1 ? 0 : 1);
@@ -196,7 +213,7 @@ TEST(Arena, AChildForkedAroundTheHandlersPinsTheFramesWhereBothSeeThem) {
   int status = 0;
   ASSERT_EQ(waitpid(pid, &status, 0), pid);
   EXPECT_EQ(done, 'o');
-  EXPECT_FALSE(a.settle_frames(true));  // alone again, but settled by the child
+  EXPECT_FALSE(a.settle_backing(true));  // alone again, but settled by the child
   EXPECT_EQ(a.frame_data(5)[0], 55);
   EXPECT_EQ(a.header().frame_backing.load(), kBackingOrdinary);
   close(to_parent[0]);

@@ -105,11 +105,25 @@ TEST(Arena, HugePagesWhenEnoughAreFree) {
 TEST(Arena, LayoutOffsetsArePositionIndependent) {
   ArenaLayout l = ArenaLayout::compute(65536, 1000);
   EXPECT_EQ(l.bucket_count, 2048u);
+  // What stays (inodes, journals), then what may move (descriptors,
+  // buckets, frames).
+  EXPECT_LT(l.inodes_offset, l.journals_offset);
+  EXPECT_LT(l.journals_offset, l.frames_offset);
   EXPECT_LT(l.frames_offset, l.buckets_offset);
-  EXPECT_LT(l.buckets_offset, l.inodes_offset);
-  EXPECT_LT(l.inodes_offset, l.data_offset);
+  EXPECT_GE(l.buckets_offset, l.frames_offset + 1000 * sizeof(FrameDesc));
+  EXPECT_LT(l.buckets_offset, l.data_offset);
+  EXPECT_GE(l.data_offset, l.buckets_offset + 2048 * sizeof(Bucket));
   EXPECT_EQ(l.data_offset % 65536, 0u);
   EXPECT_EQ(l.total_bytes, l.data_offset + 1000 * 65536ull);
+
+  // Made for 2 MiB pages: the movable part and the frames start on 2 MiB
+  // boundaries, so that one file mapping covers them from a huge page on.
+  ArenaLayout h = ArenaLayout::compute(16384, 4096, /*huge_aligned=*/true);
+  EXPECT_EQ(h.frames_offset % (2u << 20), 0u);
+  EXPECT_EQ(h.data_offset % (2u << 20), 0u);
+  EXPECT_LT(h.frames_offset, h.buckets_offset);
+  EXPECT_LT(h.buckets_offset, h.data_offset);
+  EXPECT_EQ(h.total_bytes, h.data_offset + 4096 * 16384ull);
 }
 
 class PageIndexTest : public ::testing::Test {
