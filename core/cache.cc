@@ -176,6 +176,7 @@ class CacheImpl final : public Cache {
   bool recover_locked(uint32_t frame);
   int64_t claim_frame(bool needed);
   void free_claimed(uint32_t frame);
+  uint64_t note_first_hit(FrameDesc& f, uint64_t s);
   // Where descriptors, buckets and frames lie is settled before the first
   // frame is claimed or the process forks (Arena::settle_backing, whose
   // precondition this keeps: nothing was hashed and, drop_page, no bucket
@@ -592,6 +593,24 @@ void CacheImpl::settle_backing() {
     backing_.store(moved ? kOnHugePages : kOnOrdinaryPages, std::memory_order_release);
   }
   pthread_mutex_unlock(&backing_lock_);
+}
+
+// A hit on a frame of state `s` (checked by the caller's seqlock read) that
+// lacks REFERENCED or still carries UNREAD: sets the one, clears the other,
+// and counts the read-ahead page as used, exactly once among every reader
+// (the general path clears UNREAD with one fetch_and and counts it too).
+// Only while the frame holds the same version of the page. Returns the state
+// it leaves.
+uint64_t CacheImpl::note_first_hit(FrameDesc& f, uint64_t s) {
+  const uint64_t v = version(s);
+  while (version(s) == v && (s & kHashed) && (s & (kReferenced | kUnread)) != kReferenced) {
+    const uint64_t next = (s | kReferenced) & ~kUnread;
+    if (f.state.compare_exchange_weak(s, next, std::memory_order_relaxed)) {
+      if (s & kUnread) stats_->add(stats::kReadaheadHits);
+      return next;
+    }
+  }
+  return s;
 }
 
 void CacheImpl::free_claimed(uint32_t frame) {
@@ -1296,8 +1315,8 @@ int64_t CacheImpl::read_hit(FileRef* file, RaState& ra, uint64_t pos, void* buf,
   if (n == 0 || n > ps - from || pos + n > file->size.load(std::memory_order_relaxed)) return 0;
   const uint64_t file_id = file->file_id;
   FrameHint& hint = frame_hint(file_id, page);
-  constexpr uint64_t kWant = kHashed | kUptodate | kReferenced;
-  constexpr uint64_t kDecline = kLocked | kIo | kError | kReadahead | kUnread;
+  constexpr uint64_t kWant = kHashed | kUptodate;
+  constexpr uint64_t kDecline = kLocked | kIo | kError | kReadahead;
   // The hinted frame first; if it no longer holds the page, the index.
   bool hinted = hint.file_id == file_id && hint.page == page && hint.frame < frames;
   uint64_t i = hinted ? hint.frame : 0;
@@ -1353,16 +1372,21 @@ int64_t CacheImpl::read_hit(FileRef* file, RaState& ra, uint64_t pos, void* buf,
   // changed. (IO and PARTIAL never change within a version otherwise: no
   // false rejections on whole pages.)
   std::atomic_thread_fence(std::memory_order_acquire);
-  const uint64_t s2 = f.state.load(std::memory_order_relaxed);
+  uint64_t s2 = f.state.load(std::memory_order_relaxed);
   if (version(s2) != version(s1) || (s2 & (kHashed | kLocked | kIo | kPartial)) != (kHashed | (s1 & kPartial)))
     return 0;
+  // The first hit since the clock hand passed, or the first read of a page
+  // read ahead: one CAS says so (later hits leave the line clean). Until
+  // then such hits took the general path, which made the first pass over
+  // pages read ahead about 10% slower than the next.
+  if (__builtin_expect((s2 & (kReferenced | kUnread)) != kReferenced, 0)) s2 = note_first_hit(f, s2);
 
   if (!hinted) hint = FrameHint{file_id, page, i};
   if (cursor) {
     const uint64_t page_start = page << shift;
     const uint64_t size = file->size.load(std::memory_order_relaxed);
     const uint64_t valid_end = page_start + valid;
-    *cursor = HitCursor{&f.state, s1, frame_base, page_start, page_start + lo,
+    *cursor = HitCursor{&f.state, s2, frame_base, page_start, page_start + lo,
                         valid_end < size ? valid_end : size, file_id, page, nullptr, file->stats_slot};
   }
   ra.prev_pos = static_cast<int64_t>(pos + n);

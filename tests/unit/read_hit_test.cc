@@ -185,6 +185,49 @@ TEST_F(ReadHitTest, ReassignedFrameIsNotServedFrom) {
   }
 }
 
+TEST_F(ReadHitTest, FirstHitOnAPageReadAheadIsServedAndCountedOnce) {
+  make_cache(16 << 20, 4096, 64 << 10);  // 16-page windows
+  const uint64_t size = 1 << 20;
+  std::string path = dir + "/f";
+  ASSERT_TRUE(write_pattern_file(path, size, 8));
+  FileRef* f = open_file(path);
+  ASSERT_NE(f, nullptr);
+  RaState ra = cache->new_ra_state();
+  char buf[16384];
+  // A miss of 4 pages at 0: an 8-page window, the last 4 read ahead.
+  ASSERT_EQ(read_at(f, ra, 0, buf, 16384), 16384);
+  const uint64_t ahead = counter(stats::kReadaheadPages);
+  ASSERT_EQ(ahead, 4u);
+  const uint64_t misses = counter(stats::kMisses);
+  // The window ahead is read asynchronously: wait until it is in.
+  for (int i = 0; i < 5000 && seg->cached_bytes.load() < 8 * 4096; ++i) usleep(1000);
+  ASSERT_EQ(seg->cached_bytes.load(), 8u * 4096);
+  ASSERT_EQ(counter(stats::kReadaheadHits), 0u);
+  // Pages read ahead and never read yet are hits of the fast path, each
+  // counted as a read-ahead page used exactly once; only the page carrying
+  // the READAHEAD mark is left to read() (it starts the next window).
+  uint64_t served = 0;
+  for (uint64_t p = 4; p < 4 + ahead; ++p) {
+    RaState other = cache->new_ra_state();  // no sequential history
+    int64_t r = cache->read_hit(f, other, p * 4096, buf, 4096);
+    if (r == 0) continue;
+    ASSERT_EQ(r, 4096);
+    ASSERT_TRUE(bytes_ok(buf, p * 4096, 4096, 8)) << p;
+    ++served;
+    EXPECT_EQ(counter(stats::kReadaheadHits), served) << p;
+  }
+  EXPECT_EQ(served, ahead - 1);
+  // Read again: hits, but not read-ahead pages used a second time.
+  const uint64_t hits = counter(stats::kHits);
+  for (uint64_t p = 4; p < 4 + ahead; ++p) {
+    RaState other = cache->new_ra_state();
+    cache->read_hit(f, other, p * 4096, buf, 4096);
+  }
+  EXPECT_EQ(counter(stats::kHits), hits + served);
+  EXPECT_EQ(counter(stats::kReadaheadHits), served);
+  EXPECT_EQ(counter(stats::kMisses), misses);
+}
+
 TEST_F(ReadHitTest, ReadaheadMarkStillTriggersAsyncReadahead) {
   make_cache(16 << 20, 4096, 64 << 10);  // 16-page windows
   const uint64_t size = 4 << 20;
