@@ -599,11 +599,14 @@ void CacheImpl::settle_backing() {
 // lacks REFERENCED or still carries UNREAD: sets the one, clears the other,
 // and counts the read-ahead page as used, exactly once among every reader
 // (the general path clears UNREAD with one fetch_and and counts it too).
-// Only while the frame holds the same version of the page. Returns the state
-// it leaves.
+// Only while the frame holds the same version of the page and nobody has
+// taken it for another page (LOCKED: claim_frame then counts an UNREAD page
+// as wasted, so clearing UNREAD after that would count it twice). Returns
+// the state it leaves.
 uint64_t CacheImpl::note_first_hit(FrameDesc& f, uint64_t s) {
   const uint64_t v = version(s);
-  while (version(s) == v && (s & kHashed) && (s & (kReferenced | kUnread)) != kReferenced) {
+  while (version(s) == v && (s & (kHashed | kLocked)) == kHashed &&
+         (s & (kReferenced | kUnread)) != kReferenced) {
     const uint64_t next = (s | kReferenced) & ~kUnread;
     if (f.state.compare_exchange_weak(s, next, std::memory_order_relaxed)) {
       if (s & kUnread) stats_->add(stats::kReadaheadHits);
