@@ -18,6 +18,7 @@ namespace {
 // system whose default huge page is 1 GiB does not round a small cache up.
 constexpr uint64_t kHugePageBytes = 2ull << 20;
 constexpr long kHugeMapFlags = MAP_HUGETLB | (21L << MAP_HUGE_SHIFT);
+constexpr long kMadvCollapse = 25;  // MADV_COLLAPSE (Linux 6.1), not in every libc's headers
 
 uint64_t round_up(uint64_t v, uint64_t align) { return (v + align - 1) & ~(align - 1); }
 
@@ -45,8 +46,10 @@ ArenaLayout ArenaLayout::compute(uint64_t page_size, uint64_t frame_count, bool 
   l.journals_offset = off;
   off = round_up(off + PinJournals::kJournals * sizeof(PinJournal), 64);
   l.frames_offset = round_up(off, movable_align);
-  off = round_up(l.frames_offset + frame_count * sizeof(FrameDesc), 64);
-  l.buckets_offset = off;
+  // The buckets on a boundary of their own: they may lie on 2 MiB pages
+  // while the descriptors do not yet (Arena::promote_index).
+  l.buckets_offset = round_up(l.frames_offset + frame_count * sizeof(FrameDesc), movable_align);
+  off = l.buckets_offset;
   off = round_up(off + l.bucket_count * sizeof(Bucket), 64);
   l.data_offset = round_up(off, page_size > movable_align ? page_size : movable_align);
   l.total_bytes = l.data_offset + frame_count * page_size;
@@ -187,8 +190,25 @@ bool Arena::move_to_huge_pages() {
     thp_possible_ = false;
     return false;
   }
+  // The descriptors start on 4 KiB pages (promote_index); the buckets, read
+  // at random from the first miss on, on 2 MiB ones at once.
+  sys::raw(SYS_madvise, reinterpret_cast<long>(from),
+           static_cast<long>(header().buckets_offset - header().frames_offset), MADV_NOHUGEPAGE);
   transparent_huge_ = true;
   return true;
+}
+
+bool Arena::promote_index() {
+  if (!transparent_huge_) return false;
+  uint32_t expected = 0;
+  if (!header().index_promoted.compare_exchange_strong(expected, 1, std::memory_order_acq_rel))
+    return expected == 2;
+  char* from = base_ + header().frames_offset;
+  const long len = static_cast<long>(header().buckets_offset - header().frames_offset);
+  bool ok = sys::raw(SYS_madvise, reinterpret_cast<long>(from), len, MADV_HUGEPAGE) == 0 &&
+            sys::raw(SYS_madvise, reinterpret_cast<long>(from), len, kMadvCollapse) == 0;
+  header().index_promoted.store(ok ? 2 : 3, std::memory_order_release);
+  return ok;
 }
 
 Arena::~Arena() {

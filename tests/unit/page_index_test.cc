@@ -120,6 +120,7 @@ TEST(Arena, LayoutOffsetsArePositionIndependent) {
   // boundaries, so that one file mapping covers them from a huge page on.
   ArenaLayout h = ArenaLayout::compute(16384, 4096, /*huge_aligned=*/true);
   EXPECT_EQ(h.frames_offset % (2u << 20), 0u);
+  EXPECT_EQ(h.buckets_offset % (2u << 20), 0u);
   EXPECT_EQ(h.data_offset % (2u << 20), 0u);
   EXPECT_LT(h.frames_offset, h.buckets_offset);
   EXPECT_LT(h.buckets_offset, h.data_offset);
