@@ -47,7 +47,7 @@ ArenaLayout ArenaLayout::compute(uint64_t page_size, uint64_t frame_count, bool 
   off = round_up(off + PinJournals::kJournals * sizeof(PinJournal), 64);
   l.frames_offset = round_up(off, movable_align);
   // The buckets on a boundary of their own: they may lie on 2 MiB pages
-  // while the descriptors do not yet (Arena::promote_index).
+  // while the descriptors do not yet (Arena::promote_descriptors).
   l.buckets_offset = round_up(l.frames_offset + frame_count * sizeof(FrameDesc), movable_align);
   off = l.buckets_offset;
   off = round_up(off + l.bucket_count * sizeof(Bucket), 64);
@@ -190,7 +190,7 @@ bool Arena::move_to_huge_pages() {
     thp_possible_ = false;
     return false;
   }
-  // The descriptors start on 4 KiB pages (promote_index); the buckets, read
+  // The descriptors start on 4 KiB pages (promote_descriptors); the buckets, read
   // at random from the first miss on, on 2 MiB ones at once.
   sys::raw(SYS_madvise, reinterpret_cast<long>(from),
            static_cast<long>(header().buckets_offset - header().frames_offset), MADV_NOHUGEPAGE);
@@ -198,16 +198,16 @@ bool Arena::move_to_huge_pages() {
   return true;
 }
 
-bool Arena::promote_index() {
+bool Arena::promote_descriptors() {
   if (!transparent_huge_) return false;
   uint32_t expected = 0;
-  if (!header().index_promoted.compare_exchange_strong(expected, 1, std::memory_order_acq_rel))
+  if (!header().descriptors_promoted.compare_exchange_strong(expected, 1, std::memory_order_acq_rel))
     return expected == 2;
   char* from = base_ + header().frames_offset;
   const long len = static_cast<long>(header().buckets_offset - header().frames_offset);
   bool ok = sys::raw(SYS_madvise, reinterpret_cast<long>(from), len, MADV_HUGEPAGE) == 0 &&
             sys::raw(SYS_madvise, reinterpret_cast<long>(from), len, kMadvCollapse) == 0;
-  header().index_promoted.store(ok ? 2 : 3, std::memory_order_release);
+  header().descriptors_promoted.store(ok ? 2 : 3, std::memory_order_release);
   return ok;
 }
 

@@ -39,7 +39,7 @@ struct Bucket {
 
 struct ArenaHeader {
   static constexpr uint64_t kMagic = 0x4548434143505521ull;  // "!UPCACHE"
-  static constexpr uint32_t kVersion = 8;  // 6: frame_backing; 7: movable part last; 8: index_promoted
+  static constexpr uint32_t kVersion = 8;  // 6: frame_backing; 7: movable part last; 8: descriptors_promoted
   // Counters of live writable shared mappings, by hash of (dev, ino): see
   // Cache::mapped_writable. A collision only makes another inode pass through.
   static constexpr uint32_t kMapSlots = 1024;
@@ -63,9 +63,9 @@ struct ArenaHeader {
   // Where the frames lie, decided once for every process that shares the
   // arena (Arena::settle_backing): kBacking*.
   alignas(64) std::atomic<uint32_t> frame_backing;
-  // Arena::promote_index: 0 not yet, 1 collapsing, 2 the descriptors are on
+  // Arena::promote_descriptors: 0 not yet, 1 collapsing, 2 the descriptors are on
   // 2 MiB pages, 3 the kernel refused.
-  std::atomic<uint32_t> index_promoted;
+  std::atomic<uint32_t> descriptors_promoted;
 };
 
 constexpr uint32_t kBackingUnsettled = 0, kBackingMoving = 1, kBackingOrdinary = 2, kBackingHuge = 3;
@@ -119,7 +119,7 @@ class Arena {
   // lock-free readers and atomic writers in any process stay correct). Once
   // per arena; a kernel that cannot (before 6.1) leaves them as they are.
   // Returns true if the descriptors now lie on 2 MiB pages.
-  bool promote_index();
+  bool promote_descriptors();
   bool transparent_huge_possible() const { return thp_possible_ && !transparent_huge_; }
   ~Arena();
 

@@ -187,7 +187,7 @@ class CacheImpl final : public Cache {
   std::atomic<uint8_t> backing_{kUnsettled};
   // The frame whose claim moves the descriptors to 2 MiB pages: 8192 frames
   // (128 MiB of 16 KiB pages), or half of a smaller cache.
-  uint64_t index_promote_frame_ = 0;
+  uint64_t descriptors_promote_frame_ = 0;
   pthread_mutex_t backing_lock_ = PTHREAD_MUTEX_INITIALIZER;
   void settle_backing();
   void finish_io(uint32_t frame, int64_t bytes);
@@ -260,7 +260,7 @@ bool CacheImpl::init(std::string* error) {
                      config_.transparent_huge))
     return false;
   shift_ = arena_.page_shift();
-  index_promote_frame_ = std::min<uint64_t>(8192, arena_.frame_count() / 2);
+  descriptors_promote_frame_ = std::min<uint64_t>(8192, arena_.frame_count() / 2);
   pid_ = sys::getpid();
   self_word_ = owner_self();
   index_ = heap_new<PageIndex>(arena_);
@@ -572,10 +572,10 @@ int64_t CacheImpl::claim_frame(bool needed) {
     // The hand gives frames out in order on its first turn: reaching this
     // one, the cache holds enough pages for the descriptors' page walks to
     // cost more than collapsing them into 2 MiB pages once
-    // (Arena::promote_index).
-    if (__builtin_expect(static_cast<uint64_t>(v) == index_promote_frame_, 0) &&
+    // (Arena::promote_descriptors).
+    if (__builtin_expect(static_cast<uint64_t>(v) == descriptors_promote_frame_, 0) &&
         backing_.load(std::memory_order_relaxed) == kOnHugePages)
-      arena_.promote_index();
+      arena_.promote_descriptors();
     if (__builtin_expect(fault_kill_in_claim_armed(), 0)) sys::raw(SYS_kill, pid_, SIGKILL);
     // Now and then, pins left by dead processes (a 512-entry scan).
     static thread_local uint32_t claims __attribute__((tls_model("initial-exec"))) = 0;

@@ -163,13 +163,13 @@ TEST(Arena, DescriptorsBucketsAndFramesMoveToHugePagesInPlace) {
   EXPECT_EQ(huge_shmem_pmd_bytes(buckets), static_cast<int64_t>(2 * kMiB));
   EXPECT_EQ(huge_shmem_pmd_bytes(descs), 0);
   // ...and move to a 2 MiB page in place when promoted, with what they hold.
-  if (!a.promote_index()) GTEST_SKIP() << "no MADV_COLLAPSE for shmem here (Linux 6.1)";
-  EXPECT_EQ(a.header().index_promoted.load(), 2u);
+  if (!a.promote_descriptors()) GTEST_SKIP() << "no MADV_COLLAPSE for shmem here (Linux 6.1)";
+  EXPECT_EQ(a.header().descriptors_promoted.load(), 2u);
   EXPECT_EQ(huge_shmem_pmd_bytes(descs), static_cast<int64_t>(2 * kMiB));
   EXPECT_EQ(a.frame(2047).page.load(), 9u);
   EXPECT_EQ(buckets[4095].head.load(), 2048u);
   EXPECT_EQ(a.frame(0).page.load(), 0u);
-  EXPECT_TRUE(a.promote_index());  // once
+  EXPECT_TRUE(a.promote_descriptors());  // once
   for (uint64_t i = 0; i < 2048; ++i) a.frame_data(i)[0] = static_cast<char>(i);
   for (uint64_t i = 0; i < 2048; ++i) ASSERT_EQ(a.frame_data(i)[0], static_cast<char>(i));
   a.frame_data(2047)[16383] = 7;
