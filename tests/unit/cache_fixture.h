@@ -1,6 +1,7 @@
 // The fixture of the core::Cache tests: a scratch directory, a statistics
 // segment in ordinary memory with its sink, a cache made by make_cache(), and
-// files attached by open_file(), all released at the end of the test.
+// files attached by open_file() (or written and attached by
+// open_pattern_file()), all released at the end of the test.
 #pragma once
 
 #include <fcntl.h>
@@ -54,6 +55,16 @@ class CacheFixture : public ::testing::Test {
     FileRef* f = cache->attach(fd, path.c_str(), flags);
     if (f) refs.push_back(f);
     return f;
+  }
+  // Writes the pattern file dir/f (test_files.h) of `size` bytes and
+  // attaches it; null (and a test failure) if either fails.
+  FileRef* open_pattern_file(uint64_t size, uint64_t salt, int flags = O_RDONLY) {
+    const std::string path = dir + "/f";
+    if (!write_pattern_file(path, size, salt)) {
+      ADD_FAILURE() << "cannot write " << path;
+      return nullptr;
+    }
+    return open_file(path, flags);
   }
   uint64_t counter(stats::Counter c) { return StatsSink::total(*seg, c); }
 

@@ -48,9 +48,7 @@ class CacheTest : public upcache::testing::CacheFixture {
 TEST_F(CacheTest, ReadsExactBytesAtAnyOffsetAndSize) {
   make_cache(8 << 20, 4096);
   const uint64_t size = 3 * 65536 + 1234;  // tail page partly valid
-  std::string path = dir + "/f";
-  ASSERT_TRUE(write_pattern_file(path, size, 1));
-  FileRef* f = open_file(path);
+  FileRef* f = open_pattern_file(size, 1);
   ASSERT_NE(f, nullptr);
   RaState ra = cache->new_ra_state();
   for (uint64_t pos : std::initializer_list<uint64_t>{0, 1, 4095, 4096, 70000, size - 10, size - 1, size, size + 5})
@@ -60,9 +58,7 @@ TEST_F(CacheTest, ReadsExactBytesAtAnyOffsetAndSize) {
 
 TEST_F(CacheTest, ScatteredBuffersAreFilledInOrder) {
   make_cache(8 << 20, 4096);
-  std::string path = dir + "/f";
-  ASSERT_TRUE(write_pattern_file(path, 100000, 2));
-  FileRef* f = open_file(path);
+  FileRef* f = open_pattern_file(100000, 2);
   ASSERT_NE(f, nullptr);
   RaState ra = cache->new_ra_state();
   std::vector<char> a(10), b(0), c(5000), d(3);
@@ -76,9 +72,7 @@ TEST_F(CacheTest, ScatteredBuffersAreFilledInOrder) {
 TEST_F(CacheTest, SecondPassIsAllHits) {
   make_cache(16 << 20, 65536, 1 << 20);
   const uint64_t size = 4 << 20;
-  std::string path = dir + "/f";
-  ASSERT_TRUE(write_pattern_file(path, size, 3));
-  FileRef* f = open_file(path);
+  FileRef* f = open_pattern_file(size, 3);
   ASSERT_NE(f, nullptr);
   RaState ra = cache->new_ra_state();
   for (uint64_t pos = 0; pos < size; pos += 65536) expect_pattern(f, ra, pos, 65536, size, 3);
@@ -100,9 +94,7 @@ TEST_F(CacheTest, SecondPassIsAllHits) {
 TEST_F(CacheTest, EvictionUnderPressureKeepsBytesRight) {
   make_cache(64 << 10, 4096, 16 << 10);  // 16 frames
   const uint64_t size = 1 << 20;
-  std::string path = dir + "/f";
-  ASSERT_TRUE(write_pattern_file(path, size, 4));
-  FileRef* f = open_file(path);
+  FileRef* f = open_pattern_file(size, 4);
   ASSERT_NE(f, nullptr);
   RaState ra = cache->new_ra_state();
   for (int pass = 0; pass < 2; ++pass)
@@ -135,9 +127,7 @@ TEST_F(CacheTest, FileThatGrowsIsReadPastItsOldEnd) {
 
 TEST_F(CacheTest, InvalidateDropsOverwrittenPages) {
   make_cache(8 << 20, 4096);
-  std::string path = dir + "/f";
-  ASSERT_TRUE(write_pattern_file(path, 50000, 6));
-  FileRef* f = open_file(path, O_RDWR);
+  FileRef* f = open_pattern_file(50000, 6, O_RDWR);
   ASSERT_NE(f, nullptr);
   RaState ra = cache->new_ra_state();
   expect_pattern(f, ra, 0, 50000, 50000, 6);
@@ -231,9 +221,7 @@ TEST_F(CacheTest, IncludeAndExcludePrefixes) {
 
 TEST_F(CacheTest, NoWaitReadsOnlyWhatIsCached) {
   make_cache(8 << 20, 4096, 0);  // no readahead
-  std::string path = dir + "/f";
-  ASSERT_TRUE(write_pattern_file(path, 100000, 11));
-  FileRef* f = open_file(path);
+  FileRef* f = open_pattern_file(100000, 11);
   ASSERT_NE(f, nullptr);
   RaState ra = cache->new_ra_state();
   std::vector<char> buf(8192);
@@ -246,9 +234,7 @@ TEST_F(CacheTest, NoWaitReadsOnlyWhatIsCached) {
 
 TEST_F(CacheTest, DeviceErrorsAreReportedLikeTheKernel) {
   make_cache(8 << 20, 4096, 0, "eio=2");
-  std::string path = dir + "/f";
-  ASSERT_TRUE(write_pattern_file(path, 100000, 12));
-  FileRef* f = open_file(path);
+  FileRef* f = open_pattern_file(100000, 12);
   ASSERT_NE(f, nullptr);
   RaState ra = cache->new_ra_state();
   expect_pattern(f, ra, 0, 8192, 100000, 12);  // pages 0-1 are fine
@@ -267,9 +253,7 @@ TEST_F(CacheTest, TransientDeviceErrorIsRetriedNotCached) {
   // alone, before an error is reported: a transient failure never reaches
   // the program, and nothing of it stays cached.
   make_cache(8 << 20, 4096, 1 << 20, "eio_once=2");
-  std::string path = dir + "/f";
-  ASSERT_TRUE(write_pattern_file(path, 100000, 12));
-  FileRef* f = open_file(path);
+  FileRef* f = open_pattern_file(100000, 12);
   ASSERT_NE(f, nullptr);
   RaState ra = cache->new_ra_state();
   expect_pattern(f, ra, 0, 100000, 100000, 12);
@@ -308,9 +292,7 @@ ChildRead child_reads_pattern(Cache& cache, FileRef* f, uint64_t size, uint64_t 
 TEST_F(CacheTest, ForkedChildSharesTheCache) {
   make_cache(16 << 20, 65536);
   const uint64_t size = 2 << 20;
-  std::string path = dir + "/f";
-  ASSERT_TRUE(write_pattern_file(path, size, 13));
-  FileRef* f = open_file(path);
+  FileRef* f = open_pattern_file(size, 13);
   ASSERT_NE(f, nullptr);
   ChildRead child = child_reads_pattern(*cache, f, size, 13);
   ASSERT_TRUE(child.exited && child.bytes_right);
@@ -332,9 +314,7 @@ TEST_F(CacheTest, FramesMoveToHugePagesBeforeTheFirstFillOrFork) {
   close(probe);
   make_cache(32 << 20, 16384);
   const uint64_t size = 4 << 20;
-  std::string path = dir + "/f";
-  ASSERT_TRUE(write_pattern_file(path, size, 15));
-  FileRef* f = open_file(path);
+  FileRef* f = open_pattern_file(size, 15);
   ASSERT_NE(f, nullptr);
   EXPECT_FALSE(cache->on_transparent_huge_pages());  // nothing filled yet
   cache->before_fork();
@@ -409,9 +389,7 @@ TEST_F(CacheTest, WriteThroughAnotherDescriptorDropsPages) {
 
 TEST_F(CacheTest, AdviceActsOnTheReadaheadState) {
   make_cache(64 << 20, 4096, 128 << 10);
-  std::string path = dir + "/f";
-  ASSERT_TRUE(write_pattern_file(path, 1 << 20, 15));
-  FileRef* f = open_file(path);
+  FileRef* f = open_pattern_file(1 << 20, 15);
   ASSERT_NE(f, nullptr);
   RaState ra = cache->new_ra_state();
   EXPECT_EQ(ra.ra_pages, 32u);
@@ -453,9 +431,7 @@ namespace {
 TEST_F(CacheTest, ChildDyingWithReadsInFlightDoesNotStallOthers) {
   make_cache(64 << 20, 65536, 4 << 20);
   const uint64_t size = 16 << 20;
-  std::string path = dir + "/f";
-  ASSERT_TRUE(write_pattern_file(path, size, 16));
-  FileRef* f = open_file(path);
+  FileRef* f = open_pattern_file(size, 16);
   ASSERT_NE(f, nullptr);
   for (int round = 0; round < 4; ++round) {
     pid_t pid = fork();
@@ -497,9 +473,7 @@ void recover_or_die(int sig, siginfo_t*, void*) {
 // the bad part), never a crash, and the cache stays usable.
 TEST_F(CacheTest, BadBufferIsEfaultNotACrash) {
   make_cache(8 << 20, 4096);
-  std::string path = dir + "/f";
-  ASSERT_TRUE(write_pattern_file(path, 100000, 17));
-  FileRef* f = open_file(path);
+  FileRef* f = open_pattern_file(100000, 17);
   ASSERT_NE(f, nullptr);
   struct sigaction sa {}, old_segv{}, old_bus{};
   sa.sa_sigaction = recover_or_die;
@@ -644,9 +618,7 @@ namespace {
 TEST_F(CacheTest, WorkerKilledWhileClaimingAFrameDoesNotLockThePage) {
   const uint64_t page = 16384, frames = 16, size = 64 * page;
   make_cache(frames * page, page, 0);  // no readahead: one claim per page read
-  std::string path = dir + "/f";
-  ASSERT_TRUE(write_pattern_file(path, size, 23));
-  FileRef* f = open_file(path);
+  FileRef* f = open_pattern_file(size, 23);
   ASSERT_NE(f, nullptr);
   for (int reap_first = 0; reap_first < 2; ++reap_first) {
     // Fill every frame with a page (the last `frames` pages read stay).
@@ -701,9 +673,7 @@ TEST_F(CacheTest, WorkerKilledWhileClaimingAFrameDoesNotLockThePage) {
 TEST_F(CacheTest, WorkerKilledWhileEndingAReadLeavesNoPageInFlight) {
   const uint64_t page = 16384, frames = 16, size = 64 * page;
   make_cache(frames * page, page, 0);  // no readahead: the read is page 5 alone
-  std::string path = dir + "/f";
-  ASSERT_TRUE(write_pattern_file(path, size, 31));
-  FileRef* f = open_file(path);
+  FileRef* f = open_pattern_file(size, 31);
   ASSERT_NE(f, nullptr);
   for (int reap_first = 0; reap_first < 2; ++reap_first) {
     const uint64_t pos = (5 + 10 * reap_first) * page;
@@ -746,9 +716,7 @@ TEST_F(CacheTest, FramesLeftInFlightByADeadWorkerAreReapedByAClaim) {
   // returned, every frame in flight by two killed workers).
   const uint64_t page = 16384, frames = 16, size = 64 * page;
   make_cache(frames * page, page, 0);
-  std::string path = dir + "/f";
-  ASSERT_TRUE(write_pattern_file(path, size, 29));
-  FileRef* f = open_file(path);
+  FileRef* f = open_pattern_file(size, 29);
   ASSERT_NE(f, nullptr);
   for (int reap_first = 0; reap_first < 2; ++reap_first) {
     const uint64_t base = reap_first * frames * page;  // pages not cached yet
@@ -794,9 +762,7 @@ TEST_F(CacheTest, StarvedReadIsLeftWholeToTheKernelNotShortened) {
   // caller (the shim) have the kernel serve the whole read.
   const uint64_t page = 16384, size = 8 * page;
   make_cache(16 * page, page, 0);
-  std::string path = dir + "/f";
-  ASSERT_TRUE(write_pattern_file(path, size, 31));
-  FileRef* f = open_file(path);
+  FileRef* f = open_pattern_file(size, 31);
   ASSERT_NE(f, nullptr);
   RaState ra = cache->new_ra_state();
   expect_pattern(f, ra, 0, page, size, 31);  // page 0 cached
@@ -816,9 +782,7 @@ TEST_F(CacheTest, PinsOfAWorkerKilledMidCopyAreGivenBack) {
   // next claim must give the pin back (pin journals) instead of starving.
   const uint64_t page = 16384, size = 16 * page;
   make_cache(1 * page, page, 0);
-  std::string path = dir + "/f";
-  ASSERT_TRUE(write_pattern_file(path, size, 37));
-  FileRef* f = open_file(path);
+  FileRef* f = open_pattern_file(size, 37);
   ASSERT_NE(f, nullptr);
   for (int reap_first = 0; reap_first < 2; ++reap_first) {
     pid_t pid = fork();
@@ -852,9 +816,7 @@ TEST_F(CacheTest, LeakedPinsAreGivenBackWithoutStarvation) {
   // claim waits: the pins of the dead are given back now and then anyway.
   const uint64_t page = 16384, frames = 4, size = 1536 * page;
   make_cache(frames * page, page, 0);
-  std::string path = dir + "/f";
-  ASSERT_TRUE(write_pattern_file(path, size, 41));
-  FileRef* f = open_file(path);
+  FileRef* f = open_pattern_file(size, 41);
   ASSERT_NE(f, nullptr);
   pid_t pid = fork();
   ASSERT_GE(pid, 0);

@@ -82,9 +82,7 @@ class ReadHitTest : public upcache::testing::CacheFixture {
 TEST_F(ReadHitTest, ServesExactBytesAndCountsLikeReadHits) {
   make_cache(8 << 20, 4096, 0);  // no readahead: no marks, no unread pages
   const uint64_t size = 10 * 4096 + 100;
-  std::string path = dir + "/f";
-  ASSERT_TRUE(write_pattern_file(path, size, 1));
-  FileRef* f = open_file(path);
+  FileRef* f = open_pattern_file(size, 1);
   ASSERT_NE(f, nullptr);
   RaState ra = cache->new_ra_state();
   char buf[8192];
@@ -132,9 +130,7 @@ TEST_F(ReadHitTest, ServesExactBytesAndCountsLikeReadHits) {
 
 TEST_F(ReadHitTest, WriteBetweenTwoReadsIsNeverServedStale) {
   make_cache(8 << 20, 4096, 0);
-  std::string path = dir + "/f";
-  ASSERT_TRUE(write_pattern_file(path, 50000, 2));
-  FileRef* f = open_file(path, O_RDWR);
+  FileRef* f = open_pattern_file(50000, 2, O_RDWR);
   ASSERT_NE(f, nullptr);
   RaState ra = cache->new_ra_state();
   char buf[4096];
@@ -188,9 +184,7 @@ TEST_F(ReadHitTest, ReassignedFrameIsNotServedFrom) {
 TEST_F(ReadHitTest, FirstHitOnAPageReadAheadIsServedAndCountedOnce) {
   make_cache(16 << 20, 4096, 64 << 10);  // 16-page windows
   const uint64_t size = 1 << 20;
-  std::string path = dir + "/f";
-  ASSERT_TRUE(write_pattern_file(path, size, 8));
-  FileRef* f = open_file(path);
+  FileRef* f = open_pattern_file(size, 8);
   ASSERT_NE(f, nullptr);
   RaState ra = cache->new_ra_state();
   char buf[16384];
@@ -231,9 +225,7 @@ TEST_F(ReadHitTest, FirstHitOnAPageReadAheadIsServedAndCountedOnce) {
 TEST_F(ReadHitTest, ReadaheadMarkStillTriggersAsyncReadahead) {
   make_cache(16 << 20, 4096, 64 << 10);  // 16-page windows
   const uint64_t size = 4 << 20;
-  std::string path = dir + "/f";
-  ASSERT_TRUE(write_pattern_file(path, size, 6));
-  FileRef* f = open_file(path);
+  FileRef* f = open_pattern_file(size, 6);
   ASSERT_NE(f, nullptr);
   RaState ra = cache->new_ra_state();
   char buf[64];
@@ -262,9 +254,7 @@ TEST_F(ReadHitTest, ReadaheadMarkStillTriggersAsyncReadahead) {
 TEST_F(ReadHitTest, ThreadsOnOneDescriptionWithEvictionAndInvalidation) {
   make_cache(256 << 10, 4096, 32 << 10);  // 64 frames, 2 MiB file: constant eviction
   const uint64_t size = 2 << 20;
-  std::string path = dir + "/f";
-  ASSERT_TRUE(write_pattern_file(path, size, 7));
-  FileRef* f = open_file(path);
+  FileRef* f = open_pattern_file(size, 7);
   ASSERT_NE(f, nullptr);
   // One description: one RaState. read() is serialized by a try-lock as the
   // shim does (a busy state reads with a scratch copy); read_hit is not.
@@ -317,9 +307,7 @@ TEST_F(ReadHitTest, ThreadsOnOneDescriptionWithEvictionAndInvalidation) {
 TEST_F(ReadHitTest, CursorServesItsPageExactlyAndCountsLikeReadHits) {
   make_cache(8 << 20, 4096, 0);  // no readahead: no marks, no unread pages
   const uint64_t size = 10 * 4096 + 100;
-  std::string path = dir + "/f";
-  ASSERT_TRUE(write_pattern_file(path, size, 11));
-  FileRef* f = open_file(path);
+  FileRef* f = open_pattern_file(size, 11);
   ASSERT_NE(f, nullptr);
   RaState ra = cache->new_ra_state();
   HitCursor cur;
@@ -417,9 +405,7 @@ TEST_F(ReadHitTest, CursorIsNeverServedFromAFrameThatChanged) {
 TEST_F(ReadHitTest, ReadaheadMarkStillTriggersThroughTheCursor) {
   make_cache(16 << 20, 4096, 64 << 10);  // 16-page windows
   const uint64_t size = 4 << 20;
-  std::string path = dir + "/f";
-  ASSERT_TRUE(write_pattern_file(path, size, 15));
-  FileRef* f = open_file(path);
+  FileRef* f = open_pattern_file(size, 15);
   ASSERT_NE(f, nullptr);
   RaState ra = cache->new_ra_state();
   HitCursor cur;
@@ -448,9 +434,7 @@ TEST_F(ReadHitTest, ReadaheadMarkStillTriggersThroughTheCursor) {
 TEST_F(ReadHitTest, ThreadsWithCursorsUnderEvictionAndInvalidation) {
   make_cache(256 << 10, 4096, 32 << 10);  // 64 frames, 2 MiB file: constant eviction
   const uint64_t size = 2 << 20;
-  std::string path = dir + "/f";
-  ASSERT_TRUE(write_pattern_file(path, size, 16));
-  FileRef* f = open_file(path);
+  FileRef* f = open_pattern_file(size, 16);
   ASSERT_NE(f, nullptr);
   std::atomic<bool> stop{false};
   std::atomic<uint64_t> bad{0}, by_cursor{0};
@@ -503,9 +487,7 @@ void fix_or_die(int sig, siginfo_t*, void* uc) {
 // A bad buffer: the fast path declines without a crash and read() reports it.
 TEST_F(ReadHitTest, BadBufferIsDeclinedNotACrash) {
   make_cache(8 << 20, 4096, 0);
-  std::string path = dir + "/f";
-  ASSERT_TRUE(write_pattern_file(path, 100000, 8));
-  FileRef* f = open_file(path);
+  FileRef* f = open_pattern_file(100000, 8);
   ASSERT_NE(f, nullptr);
   struct sigaction sa {}, old_segv{}, old_bus{};
   sa.sa_sigaction = fix_or_die;
