@@ -1025,7 +1025,11 @@ int64_t CacheImpl::issue(FileRef* file, uint64_t start, uint64_t count, uint64_t
     FrameDesc& f = arena_.frame(v);
     uint64_t flags = kHashed | kIo;
     if (p == mark) flags |= kReadahead;
-    if (!needed) flags |= kUnread;
+    // A page read ahead starts REFERENCED, as if just read: its reader has
+    // not come yet. Without it the hand, having cleared the bits of the
+    // pages read since its last turn, would take the newest pages first
+    // and, in a small cache, evict a window before its reader reaches it.
+    if (!needed) flags |= kUnread | kReferenced;
     bool pin = p == pin_page && pinned != nullptr;
     if (pin) flags |= kPinOne | kReferenced;
     int64_t got = publish_claimed(static_cast<uint32_t>(v), file->file_id, p, 0, flags);

@@ -91,6 +91,23 @@ TEST_F(CacheTest, SecondPassIsAllHits) {
   EXPECT_EQ(counter(stats::kReads), 2 * size / 65536);
 }
 
+// A reader streaming through a file eight times the cache: the window read
+// ahead (at most a quarter of the cache) must outlive the pages already read
+// until its reader reaches it. Each page is then read from the disk once.
+TEST_F(CacheTest, StreamingThroughASmallCacheWastesNoReadahead) {
+  make_cache(1 << 20, 16384, 16 << 20);  // 64 frames; the window is capped at 16
+  const uint64_t size = 8 << 20;
+  FileRef* f = open_pattern_file(size, 12);
+  ASSERT_NE(f, nullptr);
+  RaState ra = cache->new_ra_state();
+  EXPECT_EQ(ra.ra_pages, 16u);
+  for (uint64_t pos = 0; pos < size; pos += 131072) expect_pattern(f, ra, pos, 131072, size, 12);
+  EXPECT_GT(counter(stats::kReadaheadPages), size / 16384 / 2);
+  EXPECT_EQ(counter(stats::kReadaheadWasted), 0u);
+  EXPECT_EQ(counter(stats::kReadaheadHits), counter(stats::kReadaheadPages));
+  EXPECT_EQ(counter(stats::kMisses) + counter(stats::kReadaheadPages), size / 16384);
+}
+
 TEST_F(CacheTest, EvictionUnderPressureKeepsBytesRight) {
   make_cache(64 << 10, 4096, 16 << 10);  // 16 frames
   const uint64_t size = 1 << 20;
