@@ -6,7 +6,7 @@ and with LD_PRELOAD=libupcache.so, each in a fresh directory, and fails on any
 difference in what the driver printed (return values, errno, hashes of the
 bytes, offsets, sizes).
 
-usage: difftest.py --driver BIN --lib LIB --dir DIR [--config default|small]
+usage: difftest.py --driver BIN --lib LIB --dir DIR [--config default|small|tiny]
                    (SCRIPT... | --seeds FIRST-LAST --calls N | --soak SECONDS [--calls N])
 
 --soak runs random sequences from a time-based first seed until SECONDS have
@@ -29,6 +29,7 @@ import time
 CONFIGS = {
     "default": {},
     "small": {"UPCACHE_SIZE": "1M", "UPCACHE_PAGE_SIZE": "4K", "UPCACHE_MIN_FILE": "0"},
+    "tiny": {"UPCACHE_SIZE": "1M"},
 }
 
 

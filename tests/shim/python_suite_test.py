@@ -6,7 +6,7 @@ under libupcache.so. Every test case must end the same way in both runs
 must fail the same way preloaded, and no other may); the preloaded run must
 have been served by the cache (upcache stat).
 
-usage: python_suite_test.py --lib LIB --tool UPCACHE --dir DIR [--config default|small]
+usage: python_suite_test.py --lib LIB --tool UPCACHE --dir DIR [--config default|small|tiny] [--modules M ...]
 
 Needs an interpreter with the `test` package (Debian: libpython3.11-testsuite,
 which the README's commands install). Without one it exits 77 (skipped).
@@ -28,7 +28,14 @@ from shim_test import fail
 # Modules whose subject is file I/O through the read and write families,
 # offsets, descriptors, mmap, temporary files and copies.
 MODULES = ["test_fileio", "test_file", "test_io", "test_os", "test_posix", "test_mmap",
-           "test_tempfile", "test_shutil", "test_fileinput", "test_largefile"]
+           "test_tempfile", "test_shutil", "test_fileinput", "test_largefile",
+           # Readers of file formats and databases, which seek and read in
+           # every pattern (zip central directories, tar headers, sqlite pages).
+           "test_zipfile", "test_tarfile", "test_gzip", "test_bz2", "test_lzma", "test_zipimport",
+           "test_pathlib", "test_filecmp", "test_mailbox", "test_sqlite3", "test_csv", "test_zipapp",
+           "test_py_compile", "test_linecache", "test_codecs", "test_pickle", "test_shelve",
+           "test_dbm", "test_wave", "test_netrc", "test_configparser", "test_plistlib", "test_json",
+           "test_fcntl"]
 
 
 def interpreter():
@@ -55,6 +62,7 @@ def main():
     ap.add_argument("--tool", required=True)
     ap.add_argument("--dir", required=True)
     ap.add_argument("--config", choices=sorted(shim_test.CONFIGS), default="default")
+    ap.add_argument("--modules", nargs="+", default=MODULES, help="test modules to run")
     a = ap.parse_args()
     exe = interpreter()
     if exe is None:
@@ -74,7 +82,7 @@ def main():
             if preload:
                 env["UPCACHE_STATS_KEEP"] = "1"  # read by upcache stat afterwards
             junit = os.path.join(workdir, "junit-%d.xml" % preload)
-            p = subprocess.run([exe, "-m", "test", "-q", "--junit-xml", junit] + MODULES, env=env,
+            p = subprocess.run([exe, "-m", "test", "-q", "--junit-xml", junit] + a.modules, env=env,
                                cwd=tmp, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True, errors="replace", timeout=1200)
             if not os.path.exists(junit):

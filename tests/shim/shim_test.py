@@ -11,7 +11,8 @@ CASE:  cat | dd | python_read | offsets | coherence | fd_numbers |
        big_file | exports | c_reader | crash (need --helper: tests/shim/reader.c)
 --dir  a directory for the test files; the filesystem it is on is the one
        tested (the build directory: ext4; /dev/shm: tmpfs).
---config small sets UPCACHE_SIZE=1M UPCACHE_PAGE_SIZE=4K (eviction pressure).
+--config small sets UPCACHE_SIZE=1M UPCACHE_PAGE_SIZE=4K UPCACHE_MIN_FILE=0 (eviction
+         pressure), tiny only UPCACHE_SIZE=1M.
 """
 
 import argparse
@@ -29,6 +30,7 @@ import tempfile
 CONFIGS = {
     "default": {},
     "small": {"UPCACHE_SIZE": "1M", "UPCACHE_PAGE_SIZE": "4K", "UPCACHE_MIN_FILE": "0"},
+    "tiny": {"UPCACHE_SIZE": "1M"},
 }
 
 failures = []
