@@ -903,7 +903,8 @@ static const char* k_advice[] = {"POSIX_FADV_NORMAL", "POSIX_FADV_RANDOM", "POSI
 static const char* k_falloc[] = {"0", "FALLOC_FL_KEEP_SIZE", "FALLOC_FL_PUNCH_HOLE|FALLOC_FL_KEEP_SIZE",
                                  "FALLOC_FL_ZERO_RANGE", "FALLOC_FL_PUNCH_HOLE"};
 
-// Once a script has fallocated unwritten extents, SEEK_DATA/SEEK_HOLE are no
+// Once a script may have made unwritten extents (fallocate, or a direct write
+// through a descriptor it turned O_DIRECT), SEEK_DATA/SEEK_HOLE are no
 // longer generated: over unwritten extents the kernel reports data exactly
 // where its page cache holds pages, and upcache by design keeps its reads out
 // of the kernel's page cache (O_DIRECT, or DONTNEED after buffered reads). The
@@ -1021,7 +1022,11 @@ static void gen_call(char* out, size_t cap, int* nh, int depth) {
   } else if (w < 96) {
     snprintf(out, cap, "getfl %s", h);
   } else if (w < 97) {
-    snprintf(out, cap, "setfl %s %s", h, rr(3) == 0 ? "O_APPEND" : rr(2) ? "O_DIRECT" : "0");
+    const char* fl = rr(3) == 0 ? "O_APPEND" : rr(2) ? "O_DIRECT" : "0";
+    // ext4 writes a direct write into a hole as an unwritten extent first,
+    // and one that fails part-way (EINVAL on an unaligned rest) leaves it so.
+    if (strcmp(fl, "O_DIRECT") == 0) g_unwritten_extents = 1;
+    snprintf(out, cap, "setfl %s %s", h, fl);
   } else {
     d1 = roff() & 0xfffff;
     snprintf(out, cap, "truncate %s %lld", k_files[rr(5)], d1);
