@@ -63,9 +63,13 @@ int64_t serve(int fd, Description* d, uint64_t pos, const iovec* iov, int cnt, u
     int fl = static_cast<int>(sys::fcntl(fd, F_GETFL));
     if (fl < 0) return fl;  // closed meanwhile (EBADF): the kernel's answer
     if (fl & O_DIRECT) {
+      // The kernel's answer, RWF_NOWAIT included (tmpfs refuses it on a
+      // direct description with EOPNOTSUPP).
       count_passthrough();
       int saved = errno;
-      int64_t r = from_libc(real::preadv64(fd, iov, cnt, static_cast<off_t>(pos)));
+      int64_t r = from_libc((flags & kReadNoWait)
+                                ? real::preadv64v2(fd, iov, cnt, static_cast<off_t>(pos), RWF_NOWAIT)
+                                : real::preadv64(fd, iov, cnt, static_cast<off_t>(pos)));
       errno = saved;
       return r;
     }
