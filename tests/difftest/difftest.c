@@ -1068,6 +1068,8 @@ int main(int argc, char** argv) {
       random_script = 1;
       in = gen_script(strtoull(argv[i + 1], NULL, 0), strtol(argv[i + 2], NULL, 0));
       i += 2;
+    } else if (strcmp(argv[i], "--no-receiver") == 0) {
+      random_script = 1;  // run a script as --random runs its lines (minimizing a seed)
     } else if (strcmp(argv[i], "-") == 0) {
       in = stdin;
     } else if (argv[i][0] != '-') {
@@ -1077,7 +1079,8 @@ int main(int argc, char** argv) {
         return 2;
       }
     } else {
-      fprintf(stderr, "usage: %s --dir DIR (SCRIPT | --random SEED CALLS) | --gen SEED CALLS\n", argv[0]);
+      fprintf(stderr, "usage: %s --dir DIR ([--no-receiver] SCRIPT | --random SEED CALLS) | --gen SEED CALLS\n",
+              argv[0]);
       return 2;
     }
   }

@@ -107,7 +107,10 @@ class Runner:
         q, self.a.quiet = self.a.quiet, True
         import io, contextlib
         with contextlib.redirect_stdout(io.StringIO()):
-            ok = self.run_one("minimize", ["-"], stdin=script.encode())
+            # Lines of a seed run as --random runs them (no passfd receiver,
+            # so the calls get the same descriptor numbers).
+            args = (["--no-receiver"] if self.a.seeds else []) + ["-"]
+            ok = self.run_one("minimize", args, stdin=script.encode())
         self.a.quiet = q
         self.failures -= 0 if ok else 1
         return not ok
