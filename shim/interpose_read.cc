@@ -47,6 +47,18 @@ inline bool user_range_ok(const void* base, size_t len) {
 
 inline int64_t from_libc(ssize_t r) { return r < 0 ? -errno : r; }
 
+// The kernel's read at `pos`, with RWF_NOWAIT if the program asked for it;
+// counted as passed through; errno left as it was. Returns bytes or -errno.
+int64_t kernel_read_at(int fd, uint64_t pos, const iovec* iov, int cnt, unsigned flags) {
+  count_passthrough();
+  int saved = errno;
+  int64_t r = from_libc((flags & kReadNoWait)
+                            ? real::preadv64v2(fd, iov, cnt, static_cast<off_t>(pos), RWF_NOWAIT)
+                            : real::preadv64(fd, iov, cnt, static_cast<off_t>(pos)));
+  errno = saved;
+  return r;
+}
+
 // Serves [pos, pos + len(iov)) of `d` from the cache. The readahead state is
 // serialized by ra_lock; a caller that finds it busy (concurrent preads on one
 // description) reads with a fresh state instead of waiting.
@@ -62,17 +74,8 @@ int64_t serve(int fd, Description* d, uint64_t pos, const iovec* iov, int cnt, u
   if (d->shared.load(std::memory_order_acquire)) {
     int fl = static_cast<int>(sys::fcntl(fd, F_GETFL));
     if (fl < 0) return fl;  // closed meanwhile (EBADF): the kernel's answer
-    if (fl & O_DIRECT) {
-      // The kernel's answer, RWF_NOWAIT included (tmpfs refuses it on a
-      // direct description with EOPNOTSUPP).
-      count_passthrough();
-      int saved = errno;
-      int64_t r = from_libc((flags & kReadNoWait)
-                                ? real::preadv64v2(fd, iov, cnt, static_cast<off_t>(pos), RWF_NOWAIT)
-                                : real::preadv64(fd, iov, cnt, static_cast<off_t>(pos)));
-      errno = saved;
-      return r;
-    }
+    // RWF_NOWAIT included: tmpfs refuses it on a direct description.
+    if (fl & O_DIRECT) return kernel_read_at(fd, pos, iov, cnt, flags);
   }
   // rw_verify_area(): pos + count must not overflow loff_t.
   uint64_t total = 0;
@@ -101,15 +104,7 @@ int64_t serve(int fd, Description* d, uint64_t pos, const iovec* iov, int cnt, u
   // recovers it). The kernel then gives the exact answer: EFAULT, or the count
   // up to the bad byte where the bad part begins inside the first cache page
   // (a fault after whole cache pages were copied returns those pages' count).
-  if (__builtin_expect(r == -ENOBUFS || r == -EFAULT, 0)) {
-    count_passthrough();
-    int saved = errno;
-    r = from_libc((flags & kReadNoWait)
-                      ? real::preadv64v2(fd, iov, cnt, static_cast<off_t>(pos), RWF_NOWAIT)
-                      : real::preadv64(fd, iov, cnt, static_cast<off_t>(pos)));
-    errno = saved;
-    return r;
-  }
+  if (__builtin_expect(r == -ENOBUFS || r == -EFAULT, 0)) return kernel_read_at(fd, pos, iov, cnt, flags);
   callers_after_read(r);
   return r;
 }
