@@ -26,11 +26,9 @@ import sys
 import tempfile
 import time
 
-CONFIGS = {
-    "default": {},
-    "small": {"UPCACHE_SIZE": "1M", "UPCACHE_PAGE_SIZE": "4K", "UPCACHE_MIN_FILE": "0"},
-    "tiny": {"UPCACHE_SIZE": "1M"},
-}
+# The cache configurations, one list for every plain-versus-preload test.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "shim"))
+from shim_test import CONFIGS  # noqa: E402
 
 
 def sanitizer_preload(lib):

@@ -27,6 +27,8 @@ import subprocess
 import sys
 import tempfile
 
+# The cache configurations of every plain-versus-preload test (difftest.py
+# imports them too).
 CONFIGS = {
     "default": {},
     "small": {"UPCACHE_SIZE": "1M", "UPCACHE_PAGE_SIZE": "4K", "UPCACHE_MIN_FILE": "0"},
