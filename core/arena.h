@@ -39,7 +39,7 @@ struct Bucket {
 
 struct ArenaHeader {
   static constexpr uint64_t kMagic = 0x4548434143505521ull;  // "!UPCACHE"
-  static constexpr uint32_t kVersion = 8;  // 6: frame_backing; 7: movable part last; 8: descriptors_promoted
+  static constexpr uint32_t kVersion = 9;  // 6: frame_backing; 7: movable part last; 8: descriptors_promoted; 9: InodeEntry::confirmed_ns
   // Counters of live writable shared mappings, by hash of (dev, ino): see
   // Cache::mapped_writable. A collision only makes another inode pass through.
   static constexpr uint32_t kMapSlots = 1024;

@@ -86,6 +86,24 @@ class Backend {
   virtual uint32_t alignment(const BackendFile* file) const = 0;
   // True when `file` reads with O_DIRECT (false: buffered fallback).
   virtual bool is_direct(const BackendFile* file) const = 0;
+  // Read leases (core/lease_watch.h, upcache(7) Coherence). take_lease puts
+  // a read lease on a descriptor of the file that belongs to this process
+  // alone (opened on first use, kept until close_file), with `signal` sent
+  // to thread `tid` when another process breaks it. Returns 0, or -errno:
+  // -EAGAIN while some process has the file open for writing (this one
+  // included), -EACCES/-EPERM when neither the file's owner nor CAP_LEASE,
+  // -EINVAL when leases are disabled or the filesystem refuses them.
+  virtual int take_lease(BackendFile* file, int signal, int tid) = 0;
+  // Gives the lease up (F_UNLCK): a writer waiting for it goes on.
+  virtual void release_lease(BackendFile* file) = 0;
+  // F_GETLEASE: F_RDLCK while the lease holds, F_UNLCK once broken (or
+  // never taken), or -errno.
+  virtual int lease_state(BackendFile* file) = 0;
+  // The descriptor that carries the lease (the si_fd of its break), or -1.
+  virtual int lease_fd(const BackendFile* file) const = 0;
+  // Breaks are signalled with `signal` from now on (F_SETSIG).
+  virtual void set_lease_signal(BackendFile* file, int signal) = 0;
+
   // Is `fd` one of the backend's own descriptors?
   virtual bool owns_fd(int fd) const = 0;
   // The program wants the number `fd` (dup2 onto it): the file using it

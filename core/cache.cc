@@ -20,6 +20,7 @@
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
+#include <sys/utsname.h>
 #include <sys/vfs.h>
 #include <time.h>
 
@@ -36,6 +37,7 @@
 #include "core/futex.h"
 #include "core/heap.h"
 #include "core/inode_table.h"
+#include "core/lease_watch.h"
 #include "core/iov_cursor.h"
 #include "core/owner.h"
 #include "core/page_index.h"
@@ -58,6 +60,24 @@ struct FileRef {
   std::atomic<uint32_t>* writable_maps = nullptr;
   FileIdentity identity;
   FileRef* next = nullptr;  // per-process list, under files_lock_
+
+  // Coherence (upcache(7)): may this process serve the file from the cache
+  // now? A stats::FileCoherence. Served states: kCoherenceLease (a read
+  // lease held: nobody else can have the file open for writing),
+  // kCoherenceReadOnly, kCoherenceWeak. Every other state sends reads to the
+  // kernel. Leaving kCoherenceLease is the lease break (CacheImpl::
+  // break_lease): seq_cst, and before the file's pages are dropped, so that
+  // a fill that published a page after the drop looked past it sees the
+  // state changed and drops the page itself (complete_run).
+  std::atomic<uint32_t> coherence{stats::kCoherencePending};
+  std::atomic<uint32_t> admitting{0};     // one thread at a time tries a lease
+  std::atomic<int64_t> retry_at_ns{0};    // kCoherenceWriter: next try (monotonic)
+
+  bool served() const {
+    constexpr uint32_t kServed = (1u << stats::kCoherenceLease) | (1u << stats::kCoherenceReadOnly) |
+                                 (1u << stats::kCoherenceWeak);
+    return ((1u << coherence.load(std::memory_order_relaxed)) & kServed) != 0;
+  }
 };
 
 RaState Cache::new_ra_state() const {
@@ -105,6 +125,69 @@ bool matches_prefix(const char* path, const std::string& list) {
   return false;
 }
 
+// ---- coherence: what filesystems promise (upcache(7), Coherence)
+
+// Local filesystems: every change to a file goes through this kernel's VFS,
+// which breaks read leases, so a lease is proof that nobody writes.
+// Network and FUSE filesystems are not among them: another host, or a FUSE
+// server, changes files without opening them here.
+bool lease_proves_no_writer(uint32_t magic) {
+  switch (magic) {
+    case EXT4_SUPER_MAGIC: case XFS_SUPER_MAGIC: case BTRFS_SUPER_MAGIC: case TMPFS_MAGIC:
+    case RAMFS_MAGIC: case F2FS_SUPER_MAGIC: case 0xca451a4e /* bcachefs */: case 0x3153464a /* jfs */:
+    case REISERFS_SUPER_MAGIC: case NILFS_SUPER_MAGIC: case 0x482b /* hfsplus */: case MSDOS_SUPER_MAGIC:
+    case EXFAT_SUPER_MAGIC: case 0x7366746e /* ntfs3 */: case 0x2fc12fc1 /* zfs */:
+    case OVERLAYFS_SUPER_MAGIC:
+      return true;
+    default:
+      return false;
+  }
+}
+
+// Filesystems that cannot be written at all: served without a lease.
+bool read_only_filesystem(uint32_t magic) {
+  switch (magic) {
+    case SQUASHFS_MAGIC: case ISOFS_SUPER_MAGIC: case EROFS_SUPER_MAGIC_V1: case CRAMFS_MAGIC:
+      return true;
+    default:
+      return false;
+  }
+}
+
+// Multigrain timestamps (Linux 6.13: ext4, XFS, btrfs, tmpfs): once a ctime
+// has been read, the next change of the file gets a ctime that differs from
+// it, however soon it comes. Elsewhere a change within the same coarse tick
+// may leave the ctime as it was.
+bool multigrain_filesystem(uint32_t magic) {
+  return magic == EXT4_SUPER_MAGIC || magic == XFS_SUPER_MAGIC || magic == BTRFS_SUPER_MAGIC ||
+         magic == TMPFS_MAGIC;
+}
+
+bool kernel_at_least(int major, int minor) {
+  struct utsname u;
+  if (uname(&u) != 0) return false;
+  int ma = 0, mi = 0;
+  if (sscanf(u.release, "%d.%d", &ma, &mi) != 2) return false;
+  return ma > major || (ma == major && mi >= minor);
+}
+
+int64_t realtime_ns() {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return ts.tv_sec * 1000000000ll + ts.tv_nsec;
+}
+
+// A monotonic clock read through the vDSO (no system call): retry times.
+int64_t coarse_now_ns() {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+  return ts.tv_sec * 1000000000ll + ts.tv_nsec;
+}
+
+// While some process has a file open for writing, a lease is tried again
+// at most this often (one fcntl on a read that goes to the kernel anyway).
+constexpr int64_t kLeaseRetryNs = 20 * 1000 * 1000;
+
 // One request queued to the backend's engine: a run of consecutive pages.
 struct AsyncRequest {
   std::atomic<uint32_t> busy{0};
@@ -149,6 +232,22 @@ class CacheImpl final : public Cache {
   void after_fork_child() override;
 
  private:
+  // --- coherence (leases; upcache(7) Coherence) ---
+  bool admit(FileRef* file);
+  void set_coherence(FileRef* file, stats::FileCoherence state);
+  void break_lease(FileRef* file);
+  void lease_broken(int fd);
+  static void on_lease_break(void* self, int fd) { static_cast<CacheImpl*>(self)->lease_broken(fd); }
+  static void on_lease_signal_moved(void* self, int signal);
+  // The first state of a file just attached, from its filesystem.
+  stats::FileCoherence initial_coherence(const struct statfs& sfs) const;
+  bool take_lease(FileRef* file);
+  LeaseWatch* lease_watch_ = nullptr;
+  // How close to its confirmation a ctime must not be (InodeTable::confirm):
+  // 0 where the kernel gives multigrain timestamps, two coarse ticks else.
+  int64_t racy_ns_ = 0;
+  bool multigrain_kernel_ = false;
+
   // --- frames ---
   bool try_pin(FrameDesc& f, uint64_t file_id, uint64_t page);
   uint32_t frame_index(const FrameDesc& f) const { return static_cast<uint32_t>(&f - &arena_.frame(0)); }
@@ -191,14 +290,14 @@ class CacheImpl final : public Cache {
   pthread_mutex_t backing_lock_ = PTHREAD_MUTEX_INITIALIZER;
   void settle_backing();
   void finish_io(uint32_t frame, int64_t bytes);
-  void drop_page(uint64_t file_id, uint64_t page);
-  void drop_range(uint64_t file_id, uint64_t offset, uint64_t len, uint64_t size_bound);
+  bool drop_page(uint64_t file_id, uint64_t page);
+  uint64_t drop_range(uint64_t file_id, uint64_t offset, uint64_t len, uint64_t size_bound);
   void invalidate_inode(const struct stat& st, uint64_t offset, uint64_t len) override;
   void mapped_writable(uint64_t dev, uint64_t ino) override;
   void unmapped_writable(uint64_t dev, uint64_t ino) override;
   void count_writable(uint64_t dev, uint64_t ino) override;
   std::atomic<uint32_t>& writable_maps(uint64_t dev, uint64_t ino) const;
-  void drop_inode(uint64_t dev, uint64_t ino);
+  uint64_t drop_inode(uint64_t dev, uint64_t ino);
 
   // --- I/O ---
   int64_t issue(FileRef* file, uint64_t start, uint64_t count, uint64_t need_end, uint64_t mark,
@@ -213,7 +312,7 @@ class CacheImpl final : public Cache {
   int64_t take_completion(uint64_t file_id, uint64_t page, uint64_t flags, bool keep_pin);
   int64_t submit_run(FileRef* file, uint64_t first_page, const uint32_t* frames, uint32_t n,
                   bool sync);
-  void complete_run(uint64_t first_page, const uint32_t* frames, uint32_t n, int64_t result);
+  void complete_run(FileRef* file, uint64_t first_page, const uint32_t* frames, uint32_t n, int64_t result);
   static void on_async_complete(void* ctx, uint64_t cookie, int64_t result);
   AsyncRequest* take_request();
 
@@ -246,6 +345,7 @@ struct ProbeContext {
 };
 
 CacheImpl::~CacheImpl() {
+  heap_delete(lease_watch_);  // first: its thread calls into the rest
   if (backend_) backend_->drain();
   backend_.reset();
   heap_delete(index_);
@@ -268,7 +368,10 @@ bool CacheImpl::init(std::string* error) {
   journals_ = heap_new<PinJournals>(arena_.pin_journals());
   eviction_ = heap_new<ClockPolicy>(arena_);
   requests_ = static_cast<AsyncRequest*>(mi_zalloc(sizeof(AsyncRequest) * kAsyncRequests));
-  if (!index_ || !inodes_ || !journals_ || !eviction_ || !requests_) {
+  lease_watch_ = heap_new<LeaseWatch>(config_.lease_signal,
+                                      LeaseWatch::Callbacks{&CacheImpl::on_lease_break,
+                                                            &CacheImpl::on_lease_signal_moved, this});
+  if (!index_ || !inodes_ || !journals_ || !eviction_ || !requests_ || !lease_watch_) {
     if (error) *error = "out of memory";
     return false;
   }
@@ -279,10 +382,165 @@ bool CacheImpl::init(std::string* error) {
   }
   stats_->segment()->capacity_bytes = config_.cache_bytes;
   stats_->segment()->page_size = config_.page_size;
+  multigrain_kernel_ = kernel_at_least(6, 13);
+  struct timespec res {};
+  clock_getres(CLOCK_REALTIME_COARSE, &res);
+  racy_ns_ = 2 * (res.tv_sec * 1000000000ll + res.tv_nsec);
+  if (racy_ns_ < 20000000) racy_ns_ = 20000000;
   return true;
 }
 
 // ---------------------------------------------------------------- files
+
+// ---------------------------------------------------------------- coherence
+//
+// The guarantee (upcache(7), Coherence; DESIGN.md): once another process's
+// change to a file has returned, no read here returns the bytes it replaced.
+// The mechanism: this process serves a file only while it holds a read lease
+// on it (FileRef::coherence == kCoherenceLease). Every change another
+// process can make needs an open for writing or a truncate, and both wait
+// until every lease is given up; this process gives its lease up only after
+// it has stopped serving the file and dropped its pages (break_lease). So
+// when the writer's open returns, nothing stale is left, and the reads that
+// follow go to the kernel until a lease can be had again (nobody has the file
+// open for writing any more): then what was cached in between is checked
+// against the file before it is served (take_lease, InodeTable::confirm).
+//
+// Transitions of FileRef::coherence (one admitting thread at a time):
+//   pending --take_lease ok--> lease --break_lease--> writer
+//   pending/writer --EAGAIN--> writer (retry after kLeaseRetryNs)
+//   pending/writer --EPERM, EACCES, EINVAL...--> refused (for good)
+//   attach: read-only filesystem --> read-only; not a local one --> refused
+//   UPCACHE_COHERENCE=open: refused and writer become weak (served), and
+//   a broken lease too (its pages dropped first)
+//   fork (child): lease --> pending (the lease is the parent's)
+
+FileIdentity identity_of(const struct stat& st, uint64_t generation);
+
+stats::FileCoherence CacheImpl::initial_coherence(const struct statfs& sfs) const {
+  const uint32_t magic = static_cast<uint32_t>(sfs.f_type);
+  if (read_only_filesystem(magic)) return stats::kCoherenceReadOnly;
+  if (lease_proves_no_writer(magic)) return stats::kCoherencePending;
+  return config_.coherence == Coherence::kOpen ? stats::kCoherenceWeak : stats::kCoherenceRefused;
+}
+
+void CacheImpl::set_coherence(FileRef* file, stats::FileCoherence state) {
+  file->coherence.store(state, std::memory_order_seq_cst);
+  stats_->file_coherence(file->stats_slot, state);
+}
+
+// Tries to have `file` served now. False: its reads go to the kernel.
+bool CacheImpl::admit(FileRef* file) {
+  uint32_t state = file->coherence.load(std::memory_order_acquire);
+  if (state != stats::kCoherencePending && state != stats::kCoherenceWriter) return file->served();
+  if (state == stats::kCoherenceWriter && coarse_now_ns() < file->retry_at_ns.load(std::memory_order_relaxed))
+    return false;
+  uint32_t idle = 0;
+  if (!file->admitting.compare_exchange_strong(idle, 1, std::memory_order_acquire)) {
+    // Another thread is taking the lease: a few system calls, then its answer.
+    while (file->admitting.load(std::memory_order_acquire) != 0) sched_yield();
+    return file->served();
+  }
+  bool served = file->served() || take_lease(file);
+  file->admitting.store(0, std::memory_order_release);
+  return served;
+}
+
+bool CacheImpl::take_lease(FileRef* file) {
+  const bool weak = config_.coherence == Coherence::kOpen;
+  int tid = lease_watch_->tid();
+  int r = tid < 0 ? tid : backend_->take_lease(file->backend, lease_watch_->signal(), tid);
+  if (r == -EAGAIN && !weak) {
+    // Some process (this one, perhaps) has the file open for writing.
+    file->retry_at_ns.store(coarse_now_ns() + kLeaseRetryNs, std::memory_order_relaxed);
+    set_coherence(file, stats::kCoherenceWriter);
+    return false;
+  }
+  if (r < 0) {
+    set_coherence(file, weak ? stats::kCoherenceWeak : stats::kCoherenceRefused);
+    return weak;
+  }
+  stats_->add(stats::kLeases);
+  // Nobody writes the file now. Between two leases (ours or a relative's)
+  // it may have been written: the pages cached for it are kept only if the
+  // file is still as it was when they were last known to be right.
+  struct stat st;
+  bool trusted = false;
+  FileIdentity now;
+  if (backend_->stat(file->backend, &st) == 0) {
+    pthread_mutex_lock(&files_lock_);
+    now = identity_of(st, file->identity.generation);
+    file->identity = now;
+    pthread_mutex_unlock(&files_lock_);
+    struct statfs sfs;
+    const bool multigrain = multigrain_kernel_ && sys::fstatfs(backend_->lease_fd(file->backend), &sfs) == 0 &&
+                            multigrain_filesystem(static_cast<uint32_t>(sfs.f_type));
+    trusted = inodes_->confirm(file->file_id, now, realtime_ns(), multigrain ? 0 : racy_ns_);
+    file->size.store(now.size, std::memory_order_relaxed);
+  } else {
+    now = file->identity;
+  }
+  if (!trusted) {
+    uint64_t dropped = drop_inode(now.dev, now.ino);
+    if (dropped) stats_->add(stats::kCoherenceDrops, dropped);
+  }
+  set_coherence(file, stats::kCoherenceLease);
+  return true;
+}
+
+// Another process opens `file` for writing or truncates it, and waits: stop
+// serving it, drop its pages, then let the writer go.
+void CacheImpl::break_lease(FileRef* file) {
+  // A lease being taken right now is finished first (a few system calls).
+  while (file->admitting.load(std::memory_order_acquire) != 0) sched_yield();
+  if (file->coherence.load(std::memory_order_acquire) != stats::kCoherenceLease) {
+    backend_->release_lease(file->backend);  // nothing served under it
+    return;
+  }
+  file->retry_at_ns.store(coarse_now_ns() + kLeaseRetryNs, std::memory_order_relaxed);
+  // seq_cst, before the drop (FileRef::coherence). UPCACHE_COHERENCE=open
+  // goes on serving, revalidated at open only, as for a file never leased.
+  set_coherence(file, config_.coherence == Coherence::kOpen ? stats::kCoherenceWeak : stats::kCoherenceWriter);
+  stats_->add(stats::kLeasesBroken);
+  uint64_t dropped = drop_inode(file->identity.dev, file->identity.ino);
+  if (dropped) stats_->add(stats::kCoherenceDrops, dropped);
+  backend_->release_lease(file->backend);
+}
+
+// From the lease thread: the lease on descriptor `fd` is being broken (-1:
+// some lease may be). A file is handled once per break: break_lease moves it
+// out of the lease state, and a lease no longer held reads F_UNLCK.
+void CacheImpl::lease_broken(int fd) {
+  for (bool scan = fd < 0;;) {
+    FileRef* found = nullptr;
+    pthread_mutex_lock(&files_lock_);
+    for (FileRef* f = files_; f && !found; f = f->next) {
+      const int lease = backend_->lease_fd(f->backend);
+      if (lease < 0) continue;
+      const bool leased = f->coherence.load(std::memory_order_acquire) == stats::kCoherenceLease ||
+                          f->admitting.load(std::memory_order_acquire) != 0;
+      if (!leased) continue;
+      if (scan ? backend_->lease_state(f->backend) != F_RDLCK : lease == fd) found = f;
+    }
+    if (found) found->refs.fetch_add(1, std::memory_order_relaxed);
+    pthread_mutex_unlock(&files_lock_);
+    if (!found) {
+      if (scan) return;
+      scan = true;  // si_fd may name a number the lease has moved from (relocate_fd)
+      continue;
+    }
+    break_lease(found);
+    release(found);
+    if (!scan) return;
+  }
+}
+
+void CacheImpl::on_lease_signal_moved(void* ctx, int signal) {
+  auto* self = static_cast<CacheImpl*>(ctx);
+  pthread_mutex_lock(&self->files_lock_);
+  for (FileRef* f = self->files_; f; f = f->next) self->backend_->set_lease_signal(f->backend, signal);
+  pthread_mutex_unlock(&self->files_lock_);
+}
 
 FileIdentity identity_of(const struct stat& st, uint64_t generation) {
   FileIdentity id;
@@ -328,11 +586,15 @@ FileRef* CacheImpl::attach(int fd, const char* path, int open_flags) {
   uint64_t file_id = inodes_->validate(id);
 
   pthread_mutex_lock(&files_lock_);
+  const stats::FileCoherence first_state = initial_coherence(sfs);
   for (FileRef* f = files_; f; f = f->next) {
     if (f->file_id == file_id) {
       f->refs.fetch_add(1, std::memory_order_relaxed);
       // Another description opened the file: refresh the size it left.
       f->size.store(id.size, std::memory_order_relaxed);
+      // An open is a point where the writer may have gone: try a lease at
+      // the next read rather than after the retry delay.
+      f->retry_at_ns.store(0, std::memory_order_relaxed);
       pthread_mutex_unlock(&files_lock_);
       return f;
     }
@@ -350,6 +612,7 @@ FileRef* CacheImpl::attach(int fd, const char* path, int open_flags) {
   file->identity = id;
   file->writable_maps = &writable_maps(id.dev, id.ino);
   file->stats_slot = stats_->claim_file(file_id, name ? name : "?");
+  set_coherence(file, first_state);
   file->next = files_;
   files_ = file;
   pthread_mutex_unlock(&files_lock_);
@@ -760,6 +1023,7 @@ int64_t CacheImpl::read_partial(FileRef* file, uint64_t page, uint64_t lo, uint6
   iovec iov{arena_.frame_data(v) + lo, hi - lo};
   int64_t r = backend_->read_sync(file->backend, (page << shift_) + lo, &iov, 1);
   finish_partial(static_cast<uint32_t>(v), lo, hi, r);
+  if (__builtin_expect(!file->served(), 0)) drop_page(file->file_id, page);  // as complete_run
   return r < 0 ? r : 1;
 }
 
@@ -818,14 +1082,15 @@ int64_t CacheImpl::take_completion(uint64_t file_id, uint64_t page, uint64_t fla
 // under the bucket lock (a lock-free walk may miss an entry while the chain
 // changes), and a frame it cannot pin (being evicted this very moment, hence
 // about to leave the index) is looked up again until it is gone.
-void CacheImpl::drop_page(uint64_t file_id, uint64_t page) {
+bool CacheImpl::drop_page(uint64_t file_id, uint64_t page) {
   // Before any process settled the arena nothing was ever hashed, and the
   // bucket lock must not be taken while the buckets may move (settle_backing).
   uint32_t backing = arena_.header().frame_backing.load(std::memory_order_acquire);
-  if (backing == kBackingUnsettled || backing == kBackingMoving) return;
+  if (backing == kBackingUnsettled || backing == kBackingMoving) return false;
+  bool dropped = false;
   for (unsigned attempt = 0;; ++attempt) {
     int64_t i = index_->find_exact(file_id, page);
-    if (i == PageIndex::kNone) return;
+    if (i == PageIndex::kNone) return dropped;
     FrameDesc& f = arena_.frame(i);
     if (!try_pin(f, file_id, page)) {
       if (attempt > 16) sched_yield();
@@ -844,6 +1109,7 @@ void CacheImpl::drop_page(uint64_t file_id, uint64_t page) {
     if (s & kHashed) {
       index_->remove(file_id, page, static_cast<uint32_t>(i));
       if (s & kUptodate) stats_->cached_bytes(-held_bytes(f));
+      dropped = true;
     }
     unpin(f);
   }
@@ -861,8 +1127,8 @@ AsyncRequest* CacheImpl::take_request() {
   return nullptr;
 }
 
-void CacheImpl::complete_run(uint64_t first_page, const uint32_t* frames, uint32_t n, int64_t result) {
-  (void)first_page;
+void CacheImpl::complete_run(FileRef* file, uint64_t first_page, const uint32_t* frames, uint32_t n,
+                             int64_t result) {
   const int64_t ps = static_cast<int64_t>(page_size());
   for (uint32_t i = 0; i < n; ++i) {
     int64_t bytes = result;
@@ -873,12 +1139,18 @@ void CacheImpl::complete_run(uint64_t first_page, const uint32_t* frames, uint32
     }
     finish_io(frames[i], bytes);
   }
+  // The lease broke while these pages were read (FileRef::coherence): the
+  // drop may have passed them before they were published, so they go now.
+  // Whoever waited for them still copies what was read: their read began
+  // before the writer's open returned.
+  if (__builtin_expect(!file->served(), 0))
+    for (uint32_t i = 0; i < n; ++i) drop_page(file->file_id, first_page + i);
 }
 
 void CacheImpl::on_async_complete(void* ctx, uint64_t cookie, int64_t result) {
   auto* self = static_cast<CacheImpl*>(ctx);
   AsyncRequest& r = self->requests_[cookie];
-  self->complete_run(r.first_page, r.frames, r.count, result);
+  self->complete_run(r.file, r.first_page, r.frames, r.count, result);
   r.busy.store(0, std::memory_order_release);
 }
 
@@ -908,7 +1180,7 @@ int64_t CacheImpl::submit_run(FileRef* file, uint64_t first_page, const uint32_t
     // The queue is full: read ahead synchronously rather than drop the window.
   }
   int64_t result = backend_->read_sync(file->backend, offset, iov, static_cast<int>(n));
-  complete_run(first_page, frames, n, result);
+  complete_run(file, first_page, frames, n, result);
   return result;
 }
 
@@ -1058,6 +1330,7 @@ int64_t CacheImpl::issue(FileRef* file, uint64_t start, uint64_t count, uint64_t
 
 void CacheImpl::prefetch(FileRef* file, uint64_t offset, uint64_t len) {
   if (file->writable_maps->load(std::memory_order_relaxed) != 0) return;
+  if (!file->served() && !admit(file)) return;
   uint64_t size = file->size.load(std::memory_order_relaxed);
   if (offset >= size || len == 0) return;
   if (len > size - offset) len = size - offset;
@@ -1094,6 +1367,12 @@ int64_t CacheImpl::read(FileRef* file, RaState& ra, uint64_t pos, const iovec* i
   // Mapped shared and writable by the program: the kernel's page cache holds
   // the truth (mapped_writable).
   if (__builtin_expect(file->writable_maps->load(std::memory_order_relaxed) != 0, 0)) return -ENOBUFS;
+  // Not under a lease: the kernel answers (counted), unless a lease can be had now.
+  if (__builtin_expect(!file->served(), 0) && !admit(file)) {
+    stats_->add(stats::kCoherencePassthrough);
+    stats_->file_add(file->stats_slot, stats::kFilePassthrough, 1);
+    return -ENOBUFS;
+  }
   // Latency: every read that misses is timed; of the hits, one in
   // kHitSample per thread (two clock reads would cost as much as the hit).
   uint64_t t0 = hit_sampled() ? now_ns() : 0;
@@ -1332,6 +1611,8 @@ int64_t CacheImpl::read_hit(FileRef* file, RaState& ra, uint64_t pos, void* buf,
   // One page, and short of the end of file as we know it (read() asks the
   // kernel there: the file may have grown).
   if (n == 0 || n > ps - from || pos + n > file->size.load(std::memory_order_relaxed)) return 0;
+  // Not under a lease (or pending): read() decides.
+  if (__builtin_expect(!file->served(), 0)) return 0;
   const uint64_t file_id = file->file_id;
   FrameHint& hint = frame_hint(file_id, page);
   constexpr uint64_t kWant = kHashed | kUptodate;
@@ -1401,12 +1682,13 @@ int64_t CacheImpl::read_hit(FileRef* file, RaState& ra, uint64_t pos, void* buf,
   if (__builtin_expect((s2 & (kReferenced | kUnread)) != kReferenced, 0)) s2 = note_first_hit(f, s2);
 
   if (!hinted) hint = FrameHint{file_id, page, i};
-  if (cursor) {
+  if (cursor && file->served()) {
     const uint64_t page_start = page << shift;
     const uint64_t size = file->size.load(std::memory_order_relaxed);
     const uint64_t valid_end = page_start + valid;
     *cursor = HitCursor{&f.state, s2, frame_base, page_start, page_start + lo,
-                        valid_end < size ? valid_end : size, file_id, page, nullptr, file->stats_slot};
+                        valid_end < size ? valid_end : size, file_id, page, nullptr, file->stats_slot,
+                        &file->coherence, file->coherence.load(std::memory_order_relaxed)};
   }
   ra.prev_pos = static_cast<int64_t>(pos + n);
   stats_->hit(file->stats_slot, n);
@@ -1455,7 +1737,7 @@ const char* CacheImpl::stream_ahead(uint64_t file_id, uint64_t page, uint64_t en
 
 // Drops the pages holding bytes [offset, offset + len) (len == 0: up to
 // size_bound, the largest size the file is known to have had).
-void CacheImpl::drop_range(uint64_t file_id, uint64_t offset, uint64_t len, uint64_t size_bound) {
+uint64_t CacheImpl::drop_range(uint64_t file_id, uint64_t offset, uint64_t len, uint64_t size_bound) {
   uint64_t first = offset >> shift_;
   uint64_t last_excl;
   if (len == 0) {
@@ -1463,7 +1745,9 @@ void CacheImpl::drop_range(uint64_t file_id, uint64_t offset, uint64_t len, uint
   } else {
     last_excl = ((offset + len - 1) >> shift_) + 1;
   }
-  for (uint64_t p = first; p < last_excl; ++p) drop_page(file_id, p);
+  uint64_t dropped = 0;
+  for (uint64_t p = first; p < last_excl; ++p) dropped += drop_page(file_id, p);
+  return dropped;
 }
 
 // The program changed bytes of an inode (`st` is its state after the
@@ -1510,10 +1794,11 @@ std::atomic<uint32_t>& CacheImpl::writable_maps(uint64_t dev, uint64_t ino) cons
 
 // Drops every cached page of inode (dev, ino): under every file id this
 // process holds for it and the one the shared inode table holds.
-void CacheImpl::drop_inode(uint64_t dev, uint64_t ino) {
+uint64_t CacheImpl::drop_inode(uint64_t dev, uint64_t ino) {
   uint64_t shared_id = 0, recorded_size = 0;
   bool shared = inodes_->lookup(dev, ino, &shared_id, &recorded_size);
   bool shared_done = false;
+  uint64_t dropped = 0;
   pthread_mutex_lock(&files_lock_);
   for (FileRef* f = files_; f; f = f->next) {
     if (f->identity.dev != dev || f->identity.ino != ino) continue;
@@ -1522,10 +1807,11 @@ void CacheImpl::drop_inode(uint64_t dev, uint64_t ino) {
       if (recorded_size > bound) bound = recorded_size;
       shared_done = true;
     }
-    drop_range(f->file_id, 0, 0, bound);
+    dropped += drop_range(f->file_id, 0, 0, bound);
   }
   pthread_mutex_unlock(&files_lock_);
-  if (shared && !shared_done) drop_range(shared_id, 0, 0, recorded_size);
+  if (shared && !shared_done) dropped += drop_range(shared_id, 0, 0, recorded_size);
+  return dropped;
 }
 
 void CacheImpl::mapped_writable(uint64_t dev, uint64_t ino) {
@@ -1603,7 +1889,16 @@ void CacheImpl::after_fork_child() {
   for (int i = 0; i < kAsyncRequests; ++i) requests_[i].busy.store(0, std::memory_order_relaxed);
   pthread_mutex_init(&files_lock_, nullptr);
   pthread_mutex_init(&backing_lock_, nullptr);  // settled before fork: nobody takes it again
-  backend_->after_fork_child();
+  backend_->after_fork_child();  // closes the child's copies of the parent's leases
+  lease_watch_->after_fork_child();
+  // The parent's leases are its own: the child takes its own at its next
+  // read of each file (the pages stay: the parent's lease still covers them).
+  for (FileRef* f = files_; f; f = f->next) {
+    f->admitting.store(0, std::memory_order_relaxed);
+    f->retry_at_ns.store(0, std::memory_order_relaxed);
+    uint32_t st = f->coherence.load(std::memory_order_relaxed);
+    if (st == stats::kCoherenceLease) set_coherence(f, stats::kCoherencePending);
+  }
 }
 
 }  // namespace

@@ -237,6 +237,7 @@ inline int64_t Cache::read_cursor(HitCursor& c, RaState& ra, uint64_t pos, void*
   // Acquire, then the copy, then the fence and the second load: as read_hit.
   // An empty cursor has lo == hi and never gets here.
   if (c.state->load(std::memory_order_acquire) != c.seen) return 0;
+  if (c.coherence->load(std::memory_order_relaxed) != c.coherence_seen) return 0;
   const uint64_t from = pos - c.page_start;
   if (!guarded_copy(buf, c.data + from, n)) return 0;
   if (n <= kSmallRead) {

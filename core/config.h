@@ -14,6 +14,14 @@ namespace upcache {
 
 enum class DirectMode { kAuto, kOn, kOff };
 enum class AsyncEngine { kAuto, kUring, kThreads };
+// UPCACHE_COHERENCE (upcache(7), Coherence): how the cache knows that no
+// other process changed a file it serves.
+//  - kLease (default): only under a read lease (core/lease_watch.h); a file
+//    that cannot be leased is passed to the kernel. Exact.
+//  - kOpen (opt-in): a file that cannot be leased is served as before leases
+//    existed, revalidated (size, mtime, ctime) at each open: another
+//    process's write is seen after the reader's next open, not before.
+enum class Coherence { kLease, kOpen };
 
 struct Config {
   // Documented defaults; README and upcache(7) state them and why.
@@ -49,6 +57,11 @@ struct Config {
   // the kernel gives them only where it has free 2 MiB pages and takes
   // nothing from anyone; random hits of a large cache walk no page tables.
   bool transparent_huge = true;
+  Coherence coherence = Coherence::kLease;    // UPCACHE_COHERENCE=lease|open
+  // UPCACHE_LEASE_SIGNAL: the real-time signal the kernel sends to the lease
+  // thread when another process breaks a lease. Thread-directed and blocked
+  // there, so the program never sees it; 0 here means SIGRTMAX - 3.
+  unsigned lease_signal = 0;
   bool disabled = false;                      // UPCACHE_DISABLE=1: pass everything through
   bool stats = true;                          // UPCACHE_STATS=0 turns the segment off
   bool stats_keep = false;                    // UPCACHE_STATS_KEEP=1

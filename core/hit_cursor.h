@@ -11,7 +11,8 @@
 // Cache::read_hit, with equality as the test).
 //
 // Any change of the word (another reader's pin, the clock clearing
-// REFERENCED, a drop, an eviction) only sends the next read to read_hit,
+// REFERENCED, a drop, an eviction), or of the file's coherence state, only
+// sends the next read to read_hit,
 // which refills the cursor when it serves the read. A cursor never holds a
 // frame, and holds a pointer into the arena, which stays mapped at the same
 // address for the life of the process and in its forked children.
@@ -36,6 +37,12 @@ struct HitCursor {
   uint64_t file_id = 0, page = 0;
   const char* next = nullptr;    // the bytes of page + 1's frame, once looked up (a guess, for prefetch only)
   int stats_slot = -1;           // the file's per-file counters (StatsSink)
+  // The file's coherence state (FileRef::coherence) and its value when
+  // filled (a served one). A change sends the read to read_hit: after a
+  // fork the child's files wait for leases of their own, with the frames'
+  // words unchanged.
+  const std::atomic<uint32_t>* coherence = nullptr;
+  uint32_t coherence_seen = 0;
 };
 
 }  // namespace upcache

@@ -1,5 +1,7 @@
 #include "core/inode_table.h"
 
+#include <time.h>
+
 #include "core/arena.h"
 #include "core/spinlock.h"
 
@@ -11,7 +13,26 @@ uint64_t slot_of(uint64_t dev, uint64_t ino, uint64_t mask) {
   return (h ^ (h >> 29)) & mask;
 }
 constexpr int kProbe = 16;
+int64_t realtime_ns() {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return ts.tv_sec * 1000000000ll + ts.tv_nsec;
+}
 }  // namespace
+
+bool InodeTable::confirm(uint64_t file_id, const FileIdentity& id, int64_t now_ns, int64_t racy_ns) {
+  SpinGuard guard(arena_.header().inode_lock);
+  InodeEntry* e = find_locked(id.dev, id.ino, file_id);
+  if (e == nullptr) return false;
+  FileIdentity was = e->id;
+  was.generation = id.generation;
+  const bool trusted = was == id && e->confirmed_ns != 0 && e->confirmed_ns - id.ctime_ns > racy_ns;
+  uint64_t generation = e->id.generation;
+  e->id = id;
+  e->id.generation = generation;
+  e->confirmed_ns = now_ns;
+  return trusted;
+}
 
 uint64_t InodeTable::validate(const FileIdentity& id) {
   ArenaHeader& h = arena_.header();
@@ -34,6 +55,7 @@ uint64_t InodeTable::validate(const FileIdentity& id) {
         // pages must never be served again.
         e.id = id;
         e.file_id = h.next_file_id.fetch_add(1, std::memory_order_relaxed);
+        e.confirmed_ns = realtime_ns();  // no page is cached under the new id
       }
       e.last_use = now;
       return e.file_id;
@@ -44,6 +66,7 @@ uint64_t InodeTable::validate(const FileIdentity& id) {
   slot->id = id;
   slot->file_id = h.next_file_id.fetch_add(1, std::memory_order_relaxed);
   slot->last_use = now;
+  slot->confirmed_ns = realtime_ns();
   return slot->file_id;
 }
 
@@ -77,12 +100,16 @@ void InodeTable::update_attributes(uint64_t file_id, const FileIdentity& id) {
     uint64_t generation = e->id.generation;
     e->id = id;
     e->id.generation = generation;
+    e->confirmed_ns = 0;
   }
 }
 
 void InodeTable::update(uint64_t file_id, const FileIdentity& id) {
   SpinGuard guard(arena_.header().inode_lock);
-  if (InodeEntry* e = find_locked(id.dev, id.ino, file_id)) e->id = id;
+  if (InodeEntry* e = find_locked(id.dev, id.ino, file_id)) {
+    e->id = id;
+    e->confirmed_ns = 0;
+  }
 }
 
 }  // namespace upcache

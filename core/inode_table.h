@@ -33,6 +33,10 @@ struct InodeEntry {
   FileIdentity id;
   uint64_t file_id;  // 0: free slot
   uint64_t last_use; // for replacement when the table is full
+  // CLOCK_REALTIME when `id` was last known to describe every page cached
+  // under file_id (a new id, or confirm() under a lease); 0: never (pages
+  // may be stale, confirm() fails).
+  int64_t confirmed_ns;
 };
 
 class InodeTable {
@@ -47,8 +51,19 @@ class InodeTable {
   // it; false if the inode is not in the table.
   bool lookup(uint64_t dev, uint64_t ino, uint64_t* file_id, uint64_t* size);
 
+  // Under a read lease (nobody writes the file now), `id` is the file as it
+  // is. True when every page cached under `file_id` may be trusted: the
+  // entry was confirmed with these same attributes (generation aside), and
+  // not racily — its ctime more than `racy_ns` before the confirmation, so
+  // that a later change within the same timestamp tick could not have kept
+  // the ctime unchanged (git's "racily clean" rule). Records `id` as
+  // confirmed now either way; on false the caller drops the inode's pages.
+  bool confirm(uint64_t file_id, const FileIdentity& id, int64_t now_ns, int64_t racy_ns);
+
   // The program itself changed the file (write, truncate): record the new
-  // attributes so the next open keeps the pages the change left valid.
+  // attributes so the next open keeps the pages the change left valid. The
+  // entry is no longer confirmed (the change may have raced another
+  // process's, and no lease watched it).
   void update(uint64_t file_id, const FileIdentity& id);
   // The same, keeping the recorded generation (the caller could not read it).
   void update_attributes(uint64_t file_id, const FileIdentity& id);

@@ -17,7 +17,7 @@
 namespace upcache::stats {
 
 constexpr uint32_t kMagic = 0x53435055;  // "UPCS"
-constexpr uint32_t kVersion = 2;
+constexpr uint32_t kVersion = 3;  // 3: coherence counters and file states
 
 // Monotonic counters. Page counts are in units of Segment::page_size.
 enum Counter : uint32_t {
@@ -33,6 +33,11 @@ enum Counter : uint32_t {
   kBufferedBytes,     // bytes read through the buffered fallback
   kPassthroughCalls,  // intercepted calls passed to the kernel
   kIoErrors,          // backend reads that failed
+  // Coherence (since version 3; upcache(7), Coherence):
+  kCoherencePassthrough,  // reads sent to the kernel: the file had no lease
+  kCoherenceDrops,        // pages dropped: another process opened the file for writing
+  kLeases,                // read leases taken
+  kLeasesBroken,          // leases broken by another process (open for writing, truncate)
   kCounterCount
 };
 
@@ -40,7 +45,8 @@ enum Counter : uint32_t {
 inline constexpr const char* kCounterNames[kCounterCount] = {
     "reads",         "bytes_read",       "hits",      "misses",
     "readahead_pages", "readahead_hits", "readahead_wasted", "evictions",
-    "direct_bytes",  "buffered_bytes",   "passthrough_calls", "io_errors"};
+    "direct_bytes",  "buffered_bytes",   "passthrough_calls", "io_errors",
+    "coherence_passthrough", "coherence_drops", "leases", "leases_broken"};
 
 // log2 latency histograms, bucket i counts latencies in [2^i, 2^(i+1)) ns.
 enum Histogram : uint32_t { kHitLatency, kMissLatency, kIoLatency, kHistogramCount };
@@ -54,9 +60,26 @@ struct alignas(64) Stripe {
 };
 
 // Per-file counters, striped like the process counters.
-enum FileCounter : uint32_t { kFileBytes, kFileHits, kFileMisses, kFileReadahead, kFileCounterCount };
+enum FileCounter : uint32_t {
+  kFileBytes, kFileHits, kFileMisses, kFileReadahead,
+  kFilePassthrough,  // reads sent to the kernel for coherence
+  kFileCounterCount
+};
 inline constexpr const char* kFileCounterNames[kFileCounterCount] = {"bytes", "hits", "misses",
-                                                                     "readahead_pages"};
+                                                                     "readahead_pages", "passthrough"};
+
+// Why a file is or is not served from the cache now (FileSlot::coherence).
+enum FileCoherence : uint32_t {
+  kCoherencePending,   // not read since it was opened
+  kCoherenceLease,     // served: under a read lease
+  kCoherenceWriter,    // to the kernel: some process has it open for writing
+  kCoherenceRefused,   // to the kernel: no lease to be had (owner, filesystem, disabled)
+  kCoherenceReadOnly,  // served: a filesystem nobody can write (squashfs, iso9660, erofs)
+  kCoherenceWeak,      // served, revalidated at open only (UPCACHE_COHERENCE=open)
+  kCoherenceStates
+};
+inline constexpr const char* kCoherenceNames[kCoherenceStates] = {"pending", "lease", "writer",
+                                                                  "refused", "read-only", "weak"};
 constexpr int kFileStripes = 4;
 constexpr int kFiles = 256;
 constexpr int kPathMax = 240;
@@ -66,6 +89,7 @@ struct alignas(64) FileStripe {
 struct FileSlot {
   std::atomic<uint64_t> file_id;  // 0: free; written once when claimed
   char path[kPathMax];            // NUL-terminated, truncated
+  std::atomic<uint32_t> coherence;  // FileCoherence, as this process last decided
   FileStripe stripes[kFileStripes];
 };
 

@@ -692,10 +692,13 @@ std::vector<FileTotals> file_totals(const Segment& seg) {
     t.path.assign(f.path, strnlen(f.path, kPathMax));
     for (const FileStripe& s : f.stripes)
       for (unsigned c = 0; c < kFileCounterCount; ++c) t.counters[c] += s.counters[c].load(std::memory_order_relaxed);
+    t.coherence = f.coherence.load(std::memory_order_relaxed);
+    if (t.coherence >= kCoherenceStates) t.coherence = kCoherencePending;
     out.push_back(std::move(t));
   }
   std::stable_sort(out.begin(), out.end(), [](const FileTotals& a, const FileTotals& b) {
-    return a.counters[kFileBytes] > b.counters[kFileBytes];
+    if (a.counters[kFileBytes] != b.counters[kFileBytes]) return a.counters[kFileBytes] > b.counters[kFileBytes];
+    return a.counters[kFilePassthrough] > b.counters[kFilePassthrough];
   });
   return out;
 }

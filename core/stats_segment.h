@@ -214,6 +214,7 @@ struct FileTotals {
   uint64_t file_id = 0;
   std::string path;
   uint64_t counters[kFileCounterCount] = {};
+  uint32_t coherence = kCoherencePending;  // FileCoherence
 };
 // Claimed file slots with their summed counters, by bytes read, largest first.
 std::vector<FileTotals> file_totals(const Segment& seg);

@@ -96,6 +96,10 @@ class StatsSink {
     bump(seg_->files[slot].stripes[stripe].counters[c], n, owned);
   }
 
+  void file_coherence(int slot, stats::FileCoherence state) {
+    if (slot >= 0) seg_->files[slot].coherence.store(state, std::memory_order_relaxed);
+  }
+
   // Pages the calling thread's last Cache::read had to read itself (for
   // call-site attribution, which samples reads after the fact).
   static uint64_t& last_read_misses() {

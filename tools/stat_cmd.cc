@@ -39,6 +39,10 @@ const char* counter_help(unsigned c) {
       "Bytes read from disk through the buffered fallback (O_DIRECT refused).",
       "Intercepted calls passed straight to the kernel.",
       "Backend reads that failed.",
+      "Reads sent to the kernel because upcache held no lease on the file (coherence).",
+      "Cache pages dropped because another process opened the file for writing or truncated it.",
+      "Read leases taken.",
+      "Read leases broken by another process (an open for writing, a truncate).",
   };
   return c < stats::kCounterCount ? help[c] : "";
 }
@@ -159,9 +163,10 @@ std::string command_of(const stats::Segment& s) {
 
 void print_table(const std::vector<Proc>& procs) {
   Table t({"PID", "STATE", "TIME", "READS", "READ", "RATE", "HIT%", "HITS", "MISSES", "RA-PAGES",
-           "RA-EFF", "WASTED", "EVICT", "DIRECT", "BUFFERED", "PASS", "ERR", "CACHED", "COMMAND"},
+           "RA-EFF", "WASTED", "EVICT", "DIRECT", "BUFFERED", "PASS", "COH-PASS", "COH-DROP", "BROKEN",
+           "ERR", "CACHED", "COMMAND"},
           {false, true, false, false, false, false, false, false, false, false, false, false, false,
-           false, false, false, false, false, true});
+           false, false, false, false, false, false, false, false, true});
   Totals total;
   for (const Proc& p : procs) {
     const Totals& x = p.totals;
@@ -174,7 +179,9 @@ void print_table(const std::vector<Proc>& procs) {
            std::to_string(c(x, stats::kReadaheadWasted)), std::to_string(c(x, stats::kEvictions)),
            human_bytes(double(c(x, stats::kDirectBytes))),
            human_bytes(double(c(x, stats::kBufferedBytes))),
-           std::to_string(c(x, stats::kPassthroughCalls)), std::to_string(c(x, stats::kIoErrors)),
+           std::to_string(c(x, stats::kPassthroughCalls)),
+           std::to_string(c(x, stats::kCoherencePassthrough)), std::to_string(c(x, stats::kCoherenceDrops)),
+           std::to_string(c(x, stats::kLeasesBroken)), std::to_string(c(x, stats::kIoErrors)),
            human_bytes(double(x.cached_bytes)) + "/" + human_bytes(double(x.capacity_bytes)),
            command_of(p.seg())});
   }
@@ -186,7 +193,9 @@ void print_table(const std::vector<Proc>& procs) {
          std::to_string(c(x, stats::kReadaheadWasted)), std::to_string(c(x, stats::kEvictions)),
          human_bytes(double(c(x, stats::kDirectBytes))),
          human_bytes(double(c(x, stats::kBufferedBytes))),
-         std::to_string(c(x, stats::kPassthroughCalls)), std::to_string(c(x, stats::kIoErrors)),
+         std::to_string(c(x, stats::kPassthroughCalls)),
+         std::to_string(c(x, stats::kCoherencePassthrough)), std::to_string(c(x, stats::kCoherenceDrops)),
+         std::to_string(c(x, stats::kLeasesBroken)), std::to_string(c(x, stats::kIoErrors)),
          human_bytes(double(x.cached_bytes)) + "/" + human_bytes(double(x.capacity_bytes)), ""});
   fputs(t.render().c_str(), stdout);
 }
@@ -198,15 +207,16 @@ void print_files(const Proc& p, size_t top) {
     printf("  (none recorded)\n");
     return;
   }
-  Table t({"BYTES", "HITS", "MISSES", "RA-PAGES", "HIT%", "PATH"},
-          {false, false, false, false, false, true});
+  Table t({"BYTES", "HITS", "MISSES", "RA-PAGES", "HIT%", "KERNEL", "COHERENCE", "PATH"},
+          {false, false, false, false, false, false, true, true});
   size_t shown = 0;
   for (const auto& f : files) {
     if (shown++ == top) break;
     const uint64_t* k = f.counters;
     t.row({human_bytes(double(k[stats::kFileBytes])), std::to_string(k[stats::kFileHits]),
            std::to_string(k[stats::kFileMisses]), std::to_string(k[stats::kFileReadahead]),
-           percent(k[stats::kFileHits], k[stats::kFileHits] + k[stats::kFileMisses]), f.path});
+           percent(k[stats::kFileHits], k[stats::kFileHits] + k[stats::kFileMisses]),
+           std::to_string(k[stats::kFilePassthrough]), stats::kCoherenceNames[f.coherence], f.path});
   }
   fputs(t.render("  ").c_str(), stdout);
   if (files.size() > top) printf("  ... and %zu more (--top N)\n", files.size() - top);
@@ -365,6 +375,9 @@ std::string to_json(const std::vector<Proc>& procs, bool pretty, bool with_calle
       j.out += '{';
       j.key("path");
       j.out += json_string(files[f].path);
+      j.out += j.sep();
+      j.key("coherence");
+      j.out += json_string(stats::kCoherenceNames[files[f].coherence]);
       for (unsigned k = 0; k < stats::kFileCounterCount; ++k) {
         j.out += j.sep();
         j.key(stats::kFileCounterNames[k]);

@@ -16,7 +16,8 @@
 //   counter k = T * (1000 * (k + 1) + 7)
 //   latency: hit bucket 10 = 5T, miss bucket 20 = 3T, io bucket 22 = 2T
 //   files: /data/a.bin bytes 3 MiB, hits 40, misses 8, readahead 16
-//          /data/b.bin bytes 1 MiB, hits 10, misses 2, readahead 4
+//          /data/b.bin bytes 1 MiB, hits 10, misses 2, readahead 4, passthrough 6
+//          (coherence: a.bin under a lease, b.bin open for writing elsewhere)
 //   cached_bytes = 2 MiB; capacity_bytes and page_size from the config
 //   callers: one site, pcs = [in writer_site_alpha, in main], samples 3,
 //            bytes 196608, misses 2
@@ -96,6 +97,9 @@ int main(int argc, char** argv) {
   sink.file_add(b, stats::kFileHits, 10);
   sink.file_add(b, stats::kFileMisses, 2);
   sink.file_add(b, stats::kFileReadahead, 4);
+  sink.file_add(b, stats::kFilePassthrough, 6);
+  sink.file_coherence(a, stats::kCoherenceLease);
+  sink.file_coherence(b, stats::kCoherenceWriter);
   sink.cached_bytes(2 << 20);
   if (callers) writer_site_alpha(owned.seg());
 

@@ -22,7 +22,8 @@ TEST, UPCACHE, WRITER, PRELOAD = sys.argv[1:5]
 
 COUNTERS = ["reads", "bytes_read", "hits", "misses", "readahead_pages", "readahead_hits",
             "readahead_wasted", "evictions", "direct_bytes", "buffered_bytes",
-            "passthrough_calls", "io_errors"]
+            "passthrough_calls", "io_errors", "coherence_passthrough", "coherence_drops",
+            "leases", "leases_broken"]
 
 
 def expected_counters(threads):
@@ -101,8 +102,10 @@ def check_process_json(proc, pid, threads=4):
     assert lat["miss"][20] == 3 * threads and sum(lat["miss"]) == 3 * threads
     assert lat["io"][22] == 2 * threads and sum(lat["io"]) == 2 * threads
     assert proc["files"] == [
-        {"path": "/data/a.bin", "bytes": 3 << 20, "hits": 40, "misses": 8, "readahead_pages": 16},
-        {"path": "/data/b.bin", "bytes": 1 << 20, "hits": 10, "misses": 2, "readahead_pages": 4},
+        {"path": "/data/a.bin", "coherence": "lease", "bytes": 3 << 20, "hits": 40, "misses": 8,
+         "readahead_pages": 16, "passthrough": 0},
+        {"path": "/data/b.bin", "coherence": "writer", "bytes": 1 << 20, "hits": 10, "misses": 2,
+         "readahead_pages": 4, "passthrough": 6},
     ], proc["files"]
 
 
@@ -166,8 +169,15 @@ def test_table(t):
     # readahead effectiveness = readahead_hits / readahead_pages = 6007 / 5007
     assert row[header.index("RA-EFF")] == "120.0%", lines[1]
     assert lines[-1].startswith("TOTAL"), lines[-1]
+    # Coherence: reads sent to the kernel, pages dropped, leases broken.
+    assert row[header.index("COH-PASS")] == str(1 * (1000 * 13 + 7)), lines[1]
+    assert row[header.index("COH-DROP")] == str(1 * (1000 * 14 + 7)), lines[1]
+    assert row[header.index("BROKEN")] == str(1 * (1000 * 16 + 7)), lines[1]
     out = t.tool("stat", "--files", str(pid)).stdout
     assert out.index("/data/a.bin") < out.index("/data/b.bin"), out
+    rows = {l.split()[-1]: l.split() for l in out.splitlines() if "/data/" in l}
+    assert rows["/data/a.bin"][-2] == "lease" and rows["/data/b.bin"][-2] == "writer", out
+    assert rows["/data/b.bin"][-3] == "6", out
     out = t.tool("stat", "--files", "--top", "1", str(pid)).stdout
     assert "/data/a.bin" in out and "/data/b.bin" not in out and "1 more" in out, out
     # All processes, no PID: the table too.

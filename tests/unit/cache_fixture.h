@@ -37,8 +37,13 @@ class CacheFixture : public ::testing::Test {
     cache.reset();
     remove_dir(dir);
   }
+  // Tests of the cache's own mechanics that write the file they read while
+  // holding it open for writing set kOpen: under leases (the default) such
+  // a file goes to the kernel (tests/unit/coherence_test.cc).
+  Coherence coherence = Coherence::kLease;
   void make_cache(uint64_t bytes, uint64_t page, uint64_t ra_max = 1 << 20, const char* fault = "") {
     Config c;
+    c.coherence = coherence;
     c.min_file_bytes = 0;
     c.cache_bytes = bytes;
     c.page_size = page;

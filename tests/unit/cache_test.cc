@@ -122,6 +122,7 @@ TEST_F(CacheTest, EvictionUnderPressureKeepsBytesRight) {
 }
 
 TEST_F(CacheTest, FileThatGrowsIsReadPastItsOldEnd) {
+  coherence = Coherence::kOpen;  // writes while holding the file open (cache_fixture.h)
   make_cache(8 << 20, 4096);
   std::string path = dir + "/f";
   ASSERT_TRUE(write_pattern_file(path, 5000, 5));
@@ -143,6 +144,7 @@ TEST_F(CacheTest, FileThatGrowsIsReadPastItsOldEnd) {
 }
 
 TEST_F(CacheTest, InvalidateDropsOverwrittenPages) {
+  coherence = Coherence::kOpen;  // writes while holding the file open (cache_fixture.h)
   make_cache(8 << 20, 4096);
   FileRef* f = open_pattern_file(50000, 6, O_RDWR);
   ASSERT_NE(f, nullptr);
@@ -380,6 +382,7 @@ namespace upcache {
 namespace {
 
 TEST_F(CacheTest, WriteThroughAnotherDescriptorDropsPages) {
+  coherence = Coherence::kOpen;  // writes while holding the file open (cache_fixture.h)
   make_cache(8 << 20, 4096);
   std::string path = dir + "/f";
   ASSERT_TRUE(write_pattern_file(path, 30000, 14));
@@ -550,6 +553,7 @@ namespace {
 // write-only descriptor): the pages the parent cached under the inode's
 // shared file id must go, or the parent would keep reading the old bytes.
 TEST_F(CacheTest, WriteInAnotherProcessWithoutFileRefDropsSharedPages) {
+  coherence = Coherence::kOpen;  // writes while holding the file open (cache_fixture.h)
   make_cache(8 << 20, 4096);
   std::string path = dir + "/f";
   ASSERT_TRUE(write_pattern_file(path, 60000, 18));

@@ -255,6 +255,7 @@ TEST_F(PartialPageTest, ErrorDuringCompletionDropsThePageAndIsRetried) {
 }
 
 TEST_F(PartialPageTest, CoherenceAndEvictionKeepTheCountersExact) {
+  coherence = Coherence::kOpen;  // writes while holding the file open (cache_fixture.h)
   make_cache(64 * kPage, kPage);  // 64 frames for a 256-page file
   const uint64_t size = 256 * kPage;
   std::string path = dir + "/f";

@@ -129,6 +129,7 @@ TEST_F(ReadHitTest, ServesExactBytesAndCountsLikeReadHits) {
 }
 
 TEST_F(ReadHitTest, WriteBetweenTwoReadsIsNeverServedStale) {
+  coherence = Coherence::kOpen;  // writes while holding the file open (cache_fixture.h)
   make_cache(8 << 20, 4096, 0);
   FileRef* f = open_pattern_file(50000, 2, O_RDWR);
   ASSERT_NE(f, nullptr);
@@ -364,6 +365,7 @@ TEST_F(ReadHitTest, CursorServesItsPageExactlyAndCountsLikeReadHits) {
 }
 
 TEST_F(ReadHitTest, CursorIsNeverServedFromAFrameThatChanged) {
+  coherence = Coherence::kOpen;  // writes while holding the file open (cache_fixture.h)
   make_cache(64 << 10, 4096, 0);  // 16 frames
   std::string a = dir + "/a", b = dir + "/b";
   ASSERT_TRUE(write_pattern_file(a, 1 << 20, 12));
