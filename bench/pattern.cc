@@ -194,6 +194,7 @@ int64_t run(const Plan& p, MakeSrc make, std::string* error) {
       return total;
     }
     case Kind::kPipe:
+    case Kind::kOpenRead:
     case Kind::kCmd:
       break;
   }
@@ -212,6 +213,7 @@ Plan prepare(const Workload& w, uint64_t file_size, uint64_t seed) {
   switch (w.kind) {
     case Kind::kRandPread:
     case Kind::kThreads:
+    case Kind::kOpenRead:
       for (unsigned t = 0; t < w.threads; ++t) {
         Rng rng(seed + 1000003ull * t);
         std::vector<uint64_t> v(w.ops);
@@ -265,6 +267,22 @@ int64_t run_direct(const Plan& plan, int direct_fd, std::string* error) {
   return run(plan, [direct_fd] {
     return DirectSource{direct_fd, std::shared_ptr<char>(alloc_buf(kScanBs + 2 * kBlock), free)};
   }, error);
+}
+
+int64_t run_open_read(const Plan& plan, const char* path, std::string* error) {
+  const uint64_t bs = std::max<uint64_t>(plan.w.bs, 1);
+  std::unique_ptr<char, decltype(&free)> buf(alloc_buf(bs), free);
+  timespec a, b;
+  clock_gettime(CLOCK_MONOTONIC, &a);
+  for (uint64_t off : plan.offsets[0]) {
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) { *error = std::string(path) + ": " + strerror(errno); return -1; }
+    ssize_t r = pread(fd, buf.get(), bs, static_cast<off_t>(off));
+    close(fd);
+    if (r < 0) { *error = "pread failed"; return -1; }
+  }
+  clock_gettime(CLOCK_MONOTONIC, &b);
+  return (b.tv_sec - a.tv_sec) * 1000000000ll + (b.tv_nsec - a.tv_nsec);
 }
 
 int64_t run_pipe(const Plan& plan, std::string* error) {

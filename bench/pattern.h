@@ -33,5 +33,7 @@ int64_t run_direct(const Plan& plan, int direct_fd, std::string* error);
 // kPipe: `ops` read()s of `bs` from a pipe; returns the nanoseconds spent in
 // read() only (the writes that refill the pipe are not timed).
 int64_t run_pipe(const Plan& plan, std::string* error);
+// kOpenRead: opens `path` for every read (ns of the whole loop, or -1).
+int64_t run_open_read(const Plan& plan, const char* path, std::string* error);
 
 }  // namespace upcache::bench

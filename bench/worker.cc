@@ -102,6 +102,14 @@ int worker_main(int argc, char** argv) {
   uint64_t size = st.st_size;
   Plan p = prepare(w, size, seed);
 
+  if (w.kind == Kind::kOpenRead) {
+    if (mem || direct) return fail("open-read is timed against the kernel only");
+    if (warm && run_open_read(p, target.c_str(), &error) < 0) return fail(error);
+    int64_t ns = run_open_read(p, target.c_str(), &error);
+    if (ns < 0) return fail(error);
+    printf("%.9f %" PRIu64 " %ld\n", ns * 1e-9, w.ops * w.bs, maxrss_kib());
+    return 0;
+  }
   const char* copy = nullptr;
   if (mem) {
     // The physical limit: an anonymous copy of the file, faulted in, then

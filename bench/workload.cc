@@ -19,7 +19,7 @@ constexpr KindName kKinds[] = {
     {Kind::kReadv, "readv", 64 << 10},       {Kind::kSplice, "splice", 64 << 10},
     {Kind::kThreads, "threads", 4096},       {Kind::kZipf, "zipf", 4096},
     {Kind::kHotScan, "hot-scan", 4096},      {Kind::kPipe, "pipe", 64},
-    {Kind::kCmd, "cmd", 0},
+    {Kind::kOpenRead, "open-read", 4096},    {Kind::kCmd, "cmd", 0},
 };
 
 }  // namespace
@@ -103,6 +103,9 @@ void size_workload(Workload* w, uint64_t file_size, bool cold) {
       break;
     case Kind::kPipe:
       if (w->ops == 0) w->ops = 1u << 20;
+      break;
+    case Kind::kOpenRead:
+      if (w->ops == 0) w->ops = cold ? 1000 : 20000;
       break;
     case Kind::kCmd:
       break;

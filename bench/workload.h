@@ -22,6 +22,7 @@ enum class Kind {
   kZipf,       // pread() of `bs` at Zipf(0.99)-distributed offsets
   kHotScan,    // hot-set random reads, a full sequential scan, hot set again
   kPipe,       // read() of `bs` on a pipe (pass-through cost); no file
+  kOpenRead,   // open(), pread() of `bs` at a random offset, close(): `ops` times (the cost of an open)
   kCmd,        // an external command run by /bin/sh -c
 };
 
