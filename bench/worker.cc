@@ -104,6 +104,7 @@ int worker_main(int argc, char** argv) {
 
   if (w.kind == Kind::kOpenRead) {
     if (mem || direct) return fail("open-read is timed against the kernel only");
+    close(fd);  // every open is then the file's only one: upcache takes a lease for each
     if (warm && run_open_read(p, target.c_str(), &error) < 0) return fail(error);
     int64_t ns = run_open_read(p, target.c_str(), &error);
     if (ns < 0) return fail(error);

@@ -44,7 +44,7 @@ std::string Workload::name() const {
 
 const char* kind_list() {
   return "seq-read[:SIZE] rand-pread[:SIZE] readv[:SIZE] splice[:SIZE] threads[:SIZE]\n"
-         "                       zipf[:SIZE] hot-scan[:SIZE] pipe[:SIZE]";
+         "                       zipf[:SIZE] hot-scan[:SIZE] pipe[:SIZE] open-read[:SIZE]";
 }
 
 bool parse_workload(const std::string& text, unsigned threads, Workload* out, std::string* error) {
