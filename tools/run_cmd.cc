@@ -81,6 +81,8 @@ void run_usage(FILE* f) {
           "                       (UPCACHE_PAGE_SIZE; default 16K)\n"
           "  --ra-max SIZE        largest readahead window, 0 disables (UPCACHE_RA_MAX; default 16M)\n"
           "  --direct MODE        O_DIRECT backend: auto, on or off (UPCACHE_DIRECT)\n"
+          "  --coherence MODE     lease (never stale, the default) or open: serve files\n"
+          "                       that cannot be leased too (UPCACHE_COHERENCE)\n"
           "  --async ENGINE       asynchronous readahead: auto, uring or threads (UPCACHE_ASYNC)\n"
           "  --io-threads N       threads of the threads engine (UPCACHE_IO_THREADS)\n"
           "  --callers N          record the call stack of one read in N (UPCACHE_CALLERS)\n"
@@ -142,13 +144,14 @@ void print_summary(const std::vector<Proc>& procs, double elapsed, bool disabled
 int cmd_run(int argc, char** argv) {
   enum {
     kSize = 1000, kPageSize, kRaMax, kDirect, kAsync, kIoThreads, kCallers, kLog, kLogLevel,
-    kInclude, kExclude, kKeep, kDisable, kLib, kHugePages, kNoThp
+    kInclude, kExclude, kKeep, kDisable, kLib, kHugePages, kNoThp, kCoherence
   };
   static const option longopts[] = {
       {"size", required_argument, nullptr, kSize},
       {"page-size", required_argument, nullptr, kPageSize},
       {"ra-max", required_argument, nullptr, kRaMax},
       {"direct", required_argument, nullptr, kDirect},
+      {"coherence", required_argument, nullptr, kCoherence},
       {"async", required_argument, nullptr, kAsync},
       {"io-threads", required_argument, nullptr, kIoThreads},
       {"callers", required_argument, nullptr, kCallers},
@@ -222,6 +225,9 @@ int cmd_run(int argc, char** argv) {
                        "a size from 0 to 1G (suffixes K, M, G)");
         break;
       case kDirect: rc = word_flag("--direct", "UPCACHE_DIRECT", {"auto", "on", "off"}, "auto, on or off"); break;
+      case kCoherence:
+        rc = word_flag("--coherence", "UPCACHE_COHERENCE", {"lease", "open"}, "lease or open");
+        break;
       case kAsync:
         rc = word_flag("--async", "UPCACHE_ASYNC", {"auto", "uring", "threads"},
                        "auto, uring or threads");

@@ -341,7 +341,8 @@ def test_run_env(t):
         r = t.tool("run", "--lib", PRELOAD, "--size", "2G", "--page-size", "16K", "--ra-max", "1M",
                    "--direct", "off", "--async", "threads", "--io-threads", "3", "--callers", "10",
                    "--log", "rel.log", "--log-level", "2", "--include", "/a", "--include", "/b",
-                   "--exclude", "/c", "--hugepages", "--no-thp", "--disable", "-q", "--", "env")
+                   "--exclude", "/c", "--hugepages", "--no-thp", "--coherence", "open", "--disable", "-q",
+                   "--", "env")
     finally:
         shutil.rmtree(logdir)
     env = dict(l.split("=", 1) for l in r.stdout.splitlines() if "=" in l)
@@ -355,6 +356,7 @@ def test_run_env(t):
     assert env["UPCACHE_INCLUDE"] == "/a:/b" and env["UPCACHE_EXCLUDE"] == "/c"
     assert env["UPCACHE_DISABLE"] == "1" and env["UPCACHE_STATS_KEEP"] == "1"
     assert env["UPCACHE_HUGEPAGES"] == "1" and env["UPCACHE_THP"] == "0"
+    assert env["UPCACHE_COHERENCE"] == "open"
     assert re.fullmatch(r"[0-9a-f]{16}", env["UPCACHE_RUN_ID"]), env["UPCACHE_RUN_ID"]
     # LD_PRELOAD: prepended to an existing one, never twice.
     other = os.path.join(t.dir, "other.so")

@@ -18,7 +18,8 @@ class ConfigTest : public ::testing::Test {
     g_warnings.clear();
     for (const char* v : {"UPCACHE_SIZE", "UPCACHE_PAGE_SIZE", "UPCACHE_RA_MAX", "UPCACHE_DIRECT",
                           "UPCACHE_ASYNC", "UPCACHE_STATS", "UPCACHE_LOG", "UPCACHE_IO_THREADS",
-                          "UPCACHE_HUGEPAGES", "UPCACHE_THP"})
+                          "UPCACHE_HUGEPAGES", "UPCACHE_THP", "UPCACHE_COHERENCE",
+                          "UPCACHE_LEASE_SIGNAL"})
       unsetenv(v);
   }
 };
@@ -71,6 +72,26 @@ TEST_F(ConfigTest, HugePageFlags) {
   EXPECT_TRUE(Config::from_env(collect).transparent_huge);
   ASSERT_EQ(g_warnings.size(), 1u);
   EXPECT_NE(g_warnings[0].find("UPCACHE_THP"), std::string::npos);
+}
+
+TEST_F(ConfigTest, CoherenceModeAndLeaseSignal) {
+  Config c = Config::from_env(collect);
+  EXPECT_EQ(c.coherence, Coherence::kLease);  // never stale unless asked
+  EXPECT_EQ(c.lease_signal, 0u);
+  setenv("UPCACHE_COHERENCE", "open", 1);
+  setenv("UPCACHE_LEASE_SIGNAL", "50", 1);
+  c = Config::from_env(collect);
+  EXPECT_EQ(c.coherence, Coherence::kOpen);
+  EXPECT_EQ(c.lease_signal, 50u);
+  EXPECT_TRUE(g_warnings.empty());
+  setenv("UPCACHE_COHERENCE", "sometimes", 1);
+  setenv("UPCACHE_LEASE_SIGNAL", "99", 1);
+  c = Config::from_env(collect);
+  EXPECT_EQ(c.coherence, Coherence::kLease);
+  EXPECT_EQ(c.lease_signal, 0u);
+  ASSERT_EQ(g_warnings.size(), 2u);
+  EXPECT_NE(g_warnings[0].find("UPCACHE_COHERENCE"), std::string::npos);
+  EXPECT_NE(g_warnings[1].find("UPCACHE_LEASE_SIGNAL"), std::string::npos);
 }
 
 TEST_F(ConfigTest, ReadsValidValues) {
