@@ -72,10 +72,11 @@ struct FileRef {
   std::atomic<uint32_t> coherence{stats::kCoherencePending};
   std::atomic<uint32_t> admitting{0};     // one thread at a time tries a lease
   std::atomic<int64_t> retry_at_ns{0};    // kCoherenceWriter: next try (monotonic)
+  uint64_t synced = 0;                    // the last synchronized() round that checked it (files_lock_)
 
   bool served() const {
     constexpr uint32_t kServed = (1u << stats::kCoherenceLease) | (1u << stats::kCoherenceReadOnly) |
-                                 (1u << stats::kCoherenceWeak);
+                                 (1u << stats::kCoherenceWeak) | (1u << stats::kCoherenceLocks);
     return ((1u << coherence.load(std::memory_order_relaxed)) & kServed) != 0;
   }
 };
@@ -242,6 +243,10 @@ class CacheImpl final : public Cache {
   // The first state of a file just attached, from its filesystem.
   stats::FileCoherence initial_coherence(const struct statfs& sfs) const;
   bool take_lease(FileRef* file);
+  bool serve_under_locks(FileRef* file);
+  bool multigrain(FileRef* file);
+  void synchronized() override;
+  uint64_t sync_round_ = 0;  // under files_lock_
   LeaseWatch* lease_watch_ = nullptr;
   // How close to its confirmation a ctime must not be (InodeTable::confirm):
   // 0 where the kernel gives multigrain timestamps, two coarse ticks else.
@@ -414,6 +419,8 @@ bool CacheImpl::init(std::string* error) {
 //   UPCACHE_COHERENCE=open: refused and writer become weak (served), and
 //   a broken lease too (its pages dropped first)
 //   fork (child): lease --> pending (the lease is the parent's)
+//   UPCACHE_COHERENCE=locks: EAGAIN on a multigrain filesystem --> locks
+//   (served; checked at every lock the program takes: synchronized)
 
 FileIdentity identity_of(const struct stat& st, uint64_t generation);
 
@@ -450,6 +457,8 @@ bool CacheImpl::take_lease(FileRef* file) {
   const bool weak = config_.coherence == Coherence::kOpen;
   int tid = lease_watch_->tid();
   int r = tid < 0 ? tid : backend_->take_lease(file->backend, lease_watch_->signal(), tid);
+  if (r == -EAGAIN && config_.coherence == Coherence::kLocks && multigrain(file))
+    return serve_under_locks(file);
   if (r == -EAGAIN && !weak) {
     // Some process (this one, perhaps) has the file open for writing.
     file->retry_at_ns.store(coarse_now_ns() + kLeaseRetryNs, std::memory_order_relaxed);
@@ -472,10 +481,7 @@ bool CacheImpl::take_lease(FileRef* file) {
     now = identity_of(st, file->identity.generation);
     file->identity = now;
     pthread_mutex_unlock(&files_lock_);
-    struct statfs sfs;
-    const bool multigrain = multigrain_kernel_ && sys::fstatfs(backend_->lease_fd(file->backend), &sfs) == 0 &&
-                            multigrain_filesystem(static_cast<uint32_t>(sfs.f_type));
-    trusted = inodes_->confirm(file->file_id, now, realtime_ns(), multigrain ? 0 : racy_ns_);
+    trusted = inodes_->confirm(file->file_id, now, realtime_ns(), multigrain(file) ? 0 : racy_ns_);
     file->size.store(now.size, std::memory_order_relaxed);
   } else {
     now = file->identity;
@@ -486,6 +492,73 @@ bool CacheImpl::take_lease(FileRef* file) {
   }
   set_coherence(file, stats::kCoherenceLease);
   return true;
+}
+
+// Does a change of the file always change its ctime, once it was read?
+bool CacheImpl::multigrain(FileRef* file) {
+  struct statfs sfs;
+  return multigrain_kernel_ && sys::fstatfs(backend_->lease_fd(file->backend), &sfs) == 0 &&
+         multigrain_filesystem(static_cast<uint32_t>(sfs.f_type));
+}
+
+// UPCACHE_COHERENCE=locks, and some process has the file open for writing:
+// served from now on, as it is now (nothing cached before is trusted).
+bool CacheImpl::serve_under_locks(FileRef* file) {
+  struct stat st;
+  if (backend_->stat(file->backend, &st) != 0) {
+    set_coherence(file, stats::kCoherenceRefused);
+    return false;
+  }
+  pthread_mutex_lock(&files_lock_);
+  file->identity = identity_of(st, file->identity.generation);
+  file->size.store(file->identity.size, std::memory_order_relaxed);
+  pthread_mutex_unlock(&files_lock_);
+  uint64_t dropped = drop_inode(st.st_dev, st.st_ino);
+  if (dropped) stats_->add(stats::kCoherenceDrops, dropped);
+  set_coherence(file, stats::kCoherenceLocks);
+  return true;
+}
+
+// The program holds a lock now: whatever a writer did before it released
+// that lock has returned. A file it changed has a new ctime (multigrain: we
+// read the old one), so its pages go, and the file is taken as it is now.
+void CacheImpl::synchronized() {
+  if (config_.coherence != Coherence::kLocks) return;
+  constexpr int kBatch = 32;
+  FileRef* batch[kBatch];
+  pthread_mutex_lock(&files_lock_);
+  const uint64_t round = ++sync_round_;
+  pthread_mutex_unlock(&files_lock_);
+  for (;;) {
+    // Each file once per round, however the list changes between batches.
+    int n = 0;
+    pthread_mutex_lock(&files_lock_);
+    for (FileRef* f = files_; f && n < kBatch; f = f->next) {
+      if (f->synced >= round || f->coherence.load(std::memory_order_relaxed) != stats::kCoherenceLocks) continue;
+      f->synced = round;
+      f->refs.fetch_add(1, std::memory_order_relaxed);
+      batch[n++] = f;
+    }
+    pthread_mutex_unlock(&files_lock_);
+    for (int i = 0; i < n; ++i) {
+      FileRef* f = batch[i];
+      struct stat st;
+      if (backend_->stat(f->backend, &st) == 0) {
+        FileIdentity now = identity_of(st, f->identity.generation);
+        pthread_mutex_lock(&files_lock_);
+        const bool changed = !(now == f->identity);
+        f->identity = now;
+        pthread_mutex_unlock(&files_lock_);
+        f->size.store(now.size, std::memory_order_relaxed);
+        if (changed) {
+          uint64_t dropped = drop_inode(now.dev, now.ino);
+          if (dropped) stats_->add(stats::kCoherenceDrops, dropped);
+        }
+      }
+      release(f);
+    }
+    if (n < kBatch) return;
+  }
 }
 
 // Another process opens `file` for writing or truncates it, and waits: stop

@@ -130,6 +130,12 @@ class Cache {
   // the shared inode table holds for forked relatives.
   virtual void invalidate_inode(const struct stat& st, uint64_t offset, uint64_t len) = 0;
 
+  // The program took a lock (fcntl F_SETLK*, F_OFD_SETLK*, flock) and got
+  // it. With UPCACHE_COHERENCE=locks, every file served on the strength of
+  // locks is checked against the kernel now (one fstat each) and its pages
+  // dropped if it changed; otherwise does nothing. Not on the read path.
+  virtual void synchronized() = 0;
+
   // Shared writable mappings (contract point 3): the program mapped (part
   // of) inode (dev, ino) MAP_SHARED with write access, so stores through the
   // mapping change the file behind the cache's back. mapped_writable counts

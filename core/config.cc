@@ -139,9 +139,9 @@ Config Config::from_env(void (*warn)(const char*), bool secure) {
   static const char* const splice_words[] = {"cache", "kernel"};
   static const bool splice_values[] = {true, false};
   r.word("UPCACHE_SPLICE", splice_words, splice_values, 2, &c.splice_from_cache, "cache or kernel");
-  static const char* const coherence_words[] = {"lease", "open"};
-  static const Coherence coherence_values[] = {Coherence::kLease, Coherence::kOpen};
-  r.word("UPCACHE_COHERENCE", coherence_words, coherence_values, 2, &c.coherence, "lease or open");
+  static const char* const coherence_words[] = {"lease", "open", "locks"};
+  static const Coherence coherence_values[] = {Coherence::kLease, Coherence::kOpen, Coherence::kLocks};
+  r.word("UPCACHE_COHERENCE", coherence_words, coherence_values, 3, &c.coherence, "lease, open or locks");
   r.number("UPCACHE_LEASE_SIGNAL", 0, 64, &c.lease_signal);
   r.flag("UPCACHE_STATS", &c.stats);
   r.flag("UPCACHE_STATS_KEEP", &c.stats_keep);

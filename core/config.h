@@ -21,7 +21,13 @@ enum class AsyncEngine { kAuto, kUring, kThreads };
 //  - kOpen (opt-in): a file that cannot be leased is served as before leases
 //    existed, revalidated (size, mtime, ctime) at each open: another
 //    process's write is seen after the reader's next open, not before.
-enum class Coherence { kLease, kOpen };
+//  - kLocks (opt-in): as kLease, and a file that cannot be leased because
+//    some process has it open for writing is served, checked against the
+//    kernel (size, mtime, ctime) each time the program takes a lock (fcntl
+//    F_SETLK*, F_OFD_SETLK*, flock): exact for programs that read under a
+//    lock the writer takes too (SQLite), on filesystems with multigrain
+//    timestamps; elsewhere such a file still goes to the kernel.
+enum class Coherence { kLease, kOpen, kLocks };
 
 struct Config {
   // Documented defaults; README and upcache(7) state them and why.
@@ -57,7 +63,7 @@ struct Config {
   // the kernel gives them only where it has free 2 MiB pages and takes
   // nothing from anyone; random hits of a large cache walk no page tables.
   bool transparent_huge = true;
-  Coherence coherence = Coherence::kLease;    // UPCACHE_COHERENCE=lease|open
+  Coherence coherence = Coherence::kLease;    // UPCACHE_COHERENCE=lease|open|locks
   // UPCACHE_LEASE_SIGNAL: the real-time signal the kernel sends to the lease
   // thread when another process breaks a lease. Thread-directed and blocked
   // there, so the program never sees it; 0 here means SIGRTMAX - 3.

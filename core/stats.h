@@ -76,10 +76,11 @@ enum FileCoherence : uint32_t {
   kCoherenceRefused,   // to the kernel: no lease to be had (owner, filesystem, disabled)
   kCoherenceReadOnly,  // served: a filesystem nobody can write (squashfs, iso9660, erofs)
   kCoherenceWeak,      // served, revalidated at open only (UPCACHE_COHERENCE=open)
+  kCoherenceLocks,     // served, revalidated at each lock the program takes (UPCACHE_COHERENCE=locks)
   kCoherenceStates
 };
 inline constexpr const char* kCoherenceNames[kCoherenceStates] = {"pending", "lease", "writer",
-                                                                  "refused", "read-only", "weak"};
+                                                                  "refused", "read-only", "weak", "locks"};
 constexpr int kFileStripes = 4;
 constexpr int kFiles = 256;
 constexpr int kPathMax = 240;

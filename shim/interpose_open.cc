@@ -20,6 +20,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <pty.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <utmp.h>
 #include <sys/syscall.h>
@@ -351,6 +352,15 @@ UPCACHE_EXPORT int dup3(int fd, int fd2, int flags) noexcept {
   return duplicate_onto(fd, fd2, [&] { return real::dup3(fd, fd2, flags); });
 }
 
+// The program holds a lock it asked for: the cache may check files it
+// serves on the strength of locks (Cache::synchronized).
+static void lock_taken() {
+  if (!g_ready.load(std::memory_order_acquire) || t_depth > 0) return;
+  Scope scope;
+  ErrnoKeeper keep;
+  g_cache->synchronized();
+}
+
 static int do_fcntl(int fd, int cmd, void* arg) {
   if (!g_ready.load(std::memory_order_acquire)) return real::fcntl64(fd, cmd, arg);
   if (owns_fd_any(fd)) return ebadf<int>();
@@ -377,9 +387,26 @@ static int do_fcntl(int fd, int cmd, void* arg) {
       }
       return r;
     }
+    case F_SETLK:
+    case F_SETLKW:
+    case F_OFD_SETLK:
+    case F_OFD_SETLKW: {
+      int r = real::fcntl64(fd, cmd, arg);
+      if (r == 0 && static_cast<const struct flock*>(arg)->l_type != F_UNLCK) lock_taken();
+      return r;
+    }
     default:
       return real::fcntl64(fd, cmd, arg);
   }
+}
+
+// flock(2) is a system call glibc wraps without a cancellation point.
+UPCACHE_EXPORT int flock(int fd, int op) noexcept {
+  if (g_ready.load(std::memory_order_acquire) && owns_fd_any(fd)) return ebadf<int>();
+  long r = upcache::sys::raw(SYS_flock, fd, op);
+  if (r < 0) return fail<int>(r);
+  if ((op & (LOCK_SH | LOCK_EX)) != 0) lock_taken();
+  return 0;
 }
 
 UPCACHE_EXPORT int fcntl(int fd, int cmd, ...) {

@@ -81,8 +81,8 @@ void run_usage(FILE* f) {
           "                       (UPCACHE_PAGE_SIZE; default 16K)\n"
           "  --ra-max SIZE        largest readahead window, 0 disables (UPCACHE_RA_MAX; default 16M)\n"
           "  --direct MODE        O_DIRECT backend: auto, on or off (UPCACHE_DIRECT)\n"
-          "  --coherence MODE     lease (never stale, the default) or open: serve files\n"
-          "                       that cannot be leased too (UPCACHE_COHERENCE)\n"
+          "  --coherence MODE     lease (never stale, the default), open (serve files that\n"
+          "                       cannot be leased too) or locks (UPCACHE_COHERENCE)\n"
           "  --async ENGINE       asynchronous readahead: auto, uring or threads (UPCACHE_ASYNC)\n"
           "  --io-threads N       threads of the threads engine (UPCACHE_IO_THREADS)\n"
           "  --callers N          record the call stack of one read in N (UPCACHE_CALLERS)\n"
@@ -226,7 +226,7 @@ int cmd_run(int argc, char** argv) {
         break;
       case kDirect: rc = word_flag("--direct", "UPCACHE_DIRECT", {"auto", "on", "off"}, "auto, on or off"); break;
       case kCoherence:
-        rc = word_flag("--coherence", "UPCACHE_COHERENCE", {"lease", "open"}, "lease or open");
+        rc = word_flag("--coherence", "UPCACHE_COHERENCE", {"lease", "open", "locks"}, "lease, open or locks");
         break;
       case kAsync:
         rc = word_flag("--async", "UPCACHE_ASYNC", {"auto", "uring", "threads"},

@@ -614,7 +614,7 @@ def case_big_file(r, d):
 EXPORTS = set("""
 read __read __read_chk pread pread64 __pread_chk __pread64_chk readv preadv preadv64 preadv2
 preadv64v2 lseek lseek64 open open64 openat openat64 __open_2 __open64_2 __openat_2 __openat64_2
-creat creat64 close close_range closefrom dup dup2 dup3 fcntl fcntl64 fclose freopen freopen64
+creat creat64 close close_range closefrom dup dup2 dup3 fcntl fcntl64 flock fclose freopen freopen64
 write __write pwrite pwrite64 writev pwritev pwritev64 pwritev2 pwritev64v2 ftruncate ftruncate64
 truncate truncate64 fallocate fallocate64 posix_fadvise posix_fadvise64 readahead
 sendfile sendfile64 copy_file_range splice fork vfork execve execv execvp execvpe execl execlp execle fexecve execveat

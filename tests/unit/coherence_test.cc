@@ -202,5 +202,39 @@ TEST_F(CoherenceTest, OpenModeServesAFileThatCannotBeLeased) {
   close(writer);
 }
 
+TEST_F(CoherenceTest, LocksModeServesAFileOpenForWritingAndChecksItAtEachLock) {
+  coherence = Coherence::kLocks;
+  make_cache(8 << 20, 4096);
+  const std::string path = dir + "/f";
+  ASSERT_TRUE(upcache::testing::write_pattern_file(path, 128 << 10, 10));
+  int writer = open(path.c_str(), O_RDWR);  // as a database every process opens read-write
+  ASSERT_GE(writer, 0);
+  FileRef* f = open_file(path);
+  ASSERT_NE(f, nullptr);
+  RaState ra = cache->new_ra_state();
+  bool served = false;
+  EXPECT_TRUE(is_pattern(read_as_shim(f, ra, 0, 4096, &served), 0, 10));
+  if (!served) {
+    close(writer);
+    GTEST_SKIP() << "no multigrain timestamps here: files open for writing go to the kernel";
+  }
+  EXPECT_TRUE(is_pattern(read_as_shim(f, ra, 0, 4096, &served), 0, 10));
+  EXPECT_TRUE(served);
+  EXPECT_GT(counter(stats::kHits), 0u);
+  // Another process writes (under the lock it holds), then the reader takes
+  // the lock: the change is seen.
+  write_in_child(path, 0, 4096, 11);
+  cache->synchronized();
+  EXPECT_TRUE(is_pattern(read_as_shim(f, ra, 0, 4096, &served), 0, 11));
+  EXPECT_TRUE(served);
+  EXPECT_GT(counter(stats::kCoherenceDrops), 0u);
+  // Nothing changed: the pages stay.
+  const uint64_t drops = counter(stats::kCoherenceDrops);
+  cache->synchronized();
+  EXPECT_TRUE(is_pattern(read_as_shim(f, ra, 0, 4096, &served), 0, 11));
+  EXPECT_EQ(counter(stats::kCoherenceDrops), drops);
+  close(writer);
+}
+
 }  // namespace
 }  // namespace upcache
