@@ -296,6 +296,7 @@ class CacheImpl final : public Cache {
   void settle_backing();
   void finish_io(uint32_t frame, int64_t bytes);
   bool drop_page(uint64_t file_id, uint64_t page);
+  void drop_read_frame(uint32_t frame, uint64_t file_id, uint64_t page);
   uint64_t drop_range(uint64_t file_id, uint64_t offset, uint64_t len, uint64_t size_bound);
   void invalidate_inode(const struct stat& st, uint64_t offset, uint64_t len) override;
   void mapped_writable(uint64_t dev, uint64_t ino) override;
@@ -1096,7 +1097,8 @@ int64_t CacheImpl::read_partial(FileRef* file, uint64_t page, uint64_t lo, uint6
   iovec iov{arena_.frame_data(v) + lo, hi - lo};
   int64_t r = backend_->read_sync(file->backend, (page << shift_) + lo, &iov, 1);
   finish_partial(static_cast<uint32_t>(v), lo, hi, r);
-  if (__builtin_expect(!file->served(), 0)) drop_page(file->file_id, page);  // as complete_run
+  if (__builtin_expect(!file->served(), 0))  // as complete_run
+    drop_read_frame(static_cast<uint32_t>(v), file->file_id, page);
   return r < 0 ? r : 1;
 }
 
@@ -1188,6 +1190,30 @@ bool CacheImpl::drop_page(uint64_t file_id, uint64_t page) {
   }
 }
 
+// A frame whose read this thread has just ended, for a file whose lease
+// broke meanwhile: unhashed if it still holds `page` of `file_id`. Unlike
+// drop_page it never waits for a read in flight: it runs on an engine's
+// completion thread, and the page may by now be in another frame whose read
+// that same thread has still to complete (a deadlock, found by
+// coherence_stress).
+void CacheImpl::drop_read_frame(uint32_t frame, uint64_t file_id, uint64_t page) {
+  FrameDesc& f = arena_.frame(frame);
+  if (!try_pin(f, file_id, page)) return;  // evicted or reused: not the page any more
+  uint64_t s = f.state.load(std::memory_order_relaxed);
+  uint64_t next;
+  do {
+    // In flight again (a PARTIAL page being completed by someone else): its
+    // completion checks the lease itself.
+    if (!(s & kHashed) || (s & kIo)) break;
+    next = s & ~(kHashed | kReadahead | kUnread);
+  } while (!f.state.compare_exchange_weak(s, next, std::memory_order_acq_rel));
+  if ((s & kHashed) && !(s & kIo)) {
+    index_->remove(file_id, page, frame);
+    if (s & kUptodate) stats_->cached_bytes(-held_bytes(f));
+  }
+  unpin(f);
+}
+
 // ---------------------------------------------------------------- I/O
 
 AsyncRequest* CacheImpl::take_request() {
@@ -1217,7 +1243,7 @@ void CacheImpl::complete_run(FileRef* file, uint64_t first_page, const uint32_t*
   // Whoever waited for them still copies what was read: their read began
   // before the writer's open returned.
   if (__builtin_expect(!file->served(), 0))
-    for (uint32_t i = 0; i < n; ++i) drop_page(file->file_id, first_page + i);
+    for (uint32_t i = 0; i < n; ++i) drop_read_frame(frames[i], file->file_id, first_page + i);
 }
 
 void CacheImpl::on_async_complete(void* ctx, uint64_t cookie, int64_t result) {
