@@ -181,6 +181,7 @@ class Ctx:
         self.peer = os.path.abspath(a.peer)
         self.stress = os.path.abspath(a.stress) if a.stress else None
         self.config = a.config
+        self.coherence = a.coherence
         self.seconds = a.seconds
         self.selftest = a.selftest
         self.base = os.path.abspath(a.dir)
@@ -199,6 +200,8 @@ class Ctx:
             env["LD_PRELOAD"] = self.preload
             env["UPCACHE_STATS_DIR"] = self.stats_dir
             env.update(CONFIGS[self.config])
+            if self.coherence:
+                env["UPCACHE_COHERENCE"] = self.coherence
         if extra:
             env.update(extra)
         return env
@@ -933,7 +936,12 @@ def case_sqlite(ctx, journal):
                     fail("%s: A had no cache hits on the database (process hits %d, file %s):"
                          " the read-only reader must be cached under a lease"
                          % (what, hits, f))
-            if a_mode == "rw" and f is not None:
+            if a_mode == "rw" and ctx.coherence == "locks":
+                # Served, checked at each of SQLite's locks (upcache(7)).
+                if f is None or f.get("coherence") != "locks" or f.get("hits", 0) == 0:
+                    fail("%s: with UPCACHE_COHERENCE=locks the read-write reader must be served "
+                         "(state \"locks\", hits), file entry %s" % (what, f))
+            elif a_mode == "rw" and f is not None:
                 if f.get("coherence") != "writer":
                     fail("%s: A opened the database read-write: its coherence must be "
                          "\"writer\" (passed through), file entry %s" % (what, f))
@@ -1478,6 +1486,8 @@ def main():
     ap.add_argument("--dir", required=True)
     ap.add_argument("--config", choices=sorted(CONFIGS), default="default")
     ap.add_argument("--seconds", type=float, default=60)
+    ap.add_argument("--coherence", choices=["lease", "open", "locks"],
+                    help="UPCACHE_COHERENCE of the preloaded processes (default: the library's)")
     ap.add_argument("--keep", action="store_true", help="keep the case's files")
     ap.add_argument("--selftest", action="store_true",
                     help="run every process plain and check no statistics: the kernel is "
