@@ -317,10 +317,8 @@ class BackendImpl final : public Backend, private IoHost {
     else files_ = f->next;
     if (f->next) f->next->prev = f->prev;
     int fd = f->fd;  // relocate_fd changes it under files_mu_
-    int lease = f->lease_fd;
     pthread_mutex_unlock(&files_mu_);
-    fds_.release(fd);
-    if (lease >= 0) fds_.release(lease);  // closing it ends the lease
+    fds_.release(fd);  // closing it ends the lease
     backend_delete(f);
   }
 
@@ -328,45 +326,38 @@ class BackendImpl final : public Backend, private IoHost {
 
   int take_lease(BackendFile* f, int signal, int tid) override {
     if (!f) return -EBADF;
-    if (f->lease_fd < 0) {
-      // A description of our own: the lease belongs to the description, and
-      // the read descriptor is shared with forked children.
-      char proc[40];
-      fds_enter();
-      snprintf(proc, sizeof proc, "/proc/self/fd/%d", f->fd);
-      int fd = sys::openat(AT_FDCWD, proc, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
-      fds_exit();
-      if (fd < 0) return fd;
-      fd = fds_.adopt(fd);
-      if (fd < 0) return fd;
-      pthread_mutex_lock(&files_mu_);
-      f->lease_fd = fd;
-      pthread_mutex_unlock(&files_mu_);
-    }
+    if (!f->own_description) return -ENOLCK;  // a child that could not reopen it
     // Every time: giving a lease up (F_UNLCK) also forgets the owner and
     // the signal, and a lease taken with no owner would signal the whole
     // process with SIGIO, whose default action kills it.
     f_owner_ex owner{F_OWNER_TID, tid};
-    if (sys::fcntl(f->lease_fd, F_SETSIG, signal) != 0 ||
-        sys::raw(SYS_fcntl, f->lease_fd, F_SETOWN_EX, reinterpret_cast<long>(&owner)) != 0)
-      return -EINVAL;
-    long r = sys::raw(SYS_fcntl, f->lease_fd, F_SETLEASE, F_RDLCK);
+    fds_enter();
+    long r = -EINVAL;
+    if (sys::fcntl(f->fd, F_SETSIG, signal) == 0 &&
+        sys::raw(SYS_fcntl, f->fd, F_SETOWN_EX, reinterpret_cast<long>(&owner)) == 0)
+      r = sys::raw(SYS_fcntl, f->fd, F_SETLEASE, F_RDLCK);
+    fds_exit();
     return r < 0 ? static_cast<int>(r) : 0;
   }
 
-  void release_lease(BackendFile* f) override {
-    if (f && f->lease_fd >= 0) sys::raw(SYS_fcntl, f->lease_fd, F_SETLEASE, F_UNLCK);
-  }
+  void release_lease(BackendFile* f) override { lease_call(f, F_SETLEASE, F_UNLCK); }
 
   int lease_state(BackendFile* f) override {
-    if (!f || f->lease_fd < 0) return F_UNLCK;
-    return static_cast<int>(sys::raw(SYS_fcntl, f->lease_fd, F_GETLEASE));
+    if (!f || !f->own_description) return F_UNLCK;
+    return static_cast<int>(lease_call(f, F_GETLEASE, 0));
   }
 
-  int lease_fd(const BackendFile* f) const override { return f ? f->lease_fd : -1; }
+  int lease_fd(const BackendFile* f) const override { return f && f->own_description ? f->fd : -1; }
 
-  void set_lease_signal(BackendFile* f, int signal) override {
-    if (f && f->lease_fd >= 0) sys::raw(SYS_fcntl, f->lease_fd, F_SETSIG, signal);
+  void set_lease_signal(BackendFile* f, int signal) override { lease_call(f, F_SETSIG, signal); }
+
+  // fcntl(cmd, arg) on the file's descriptor, its number held still.
+  long lease_call(BackendFile* f, int cmd, long arg) {
+    if (!f || !f->own_description) return -EBADF;
+    fds_enter();
+    long r = sys::raw(SYS_fcntl, f->fd, cmd, arg);
+    fds_exit();
+    return r;
   }
 
   int stat(BackendFile* f, struct stat* st) override {
@@ -395,19 +386,8 @@ class BackendImpl final : public Backend, private IoHost {
     pthread_mutex_lock(&files_mu_);
     int rc = -EBUSY;  // one of the engine's (ring, eventfd), or a file being closed
     for (BackendFile* f = files_; f; f = f->next) {
-      if (f->lease_fd == fd) {
-        // The lease stays with the description; its breaks still name the
-        // old number (si_fd), which the cache treats as "look at all".
-        int moved = fds_.duplicate(fd);
-        if (moved >= 0) {
-          f->lease_fd = moved;
-          fds_.forget(fd);
-          rc = 0;
-        } else {
-          rc = moved;
-        }
-        break;
-      }
+      // A lease stays with the description; its breaks still name the old
+      // number (si_fd), which the cache takes as "look at every lease".
       if (f->fd != fd) continue;
       int moved = fds_.duplicate(fd);
       if (moved >= 0) {
@@ -517,18 +497,12 @@ class BackendImpl final : public Backend, private IoHost {
     init_fd_lock();
     for (BackendFile* f = files_; f; f = f->next) {
       f->inflight.store(0, std::memory_order_relaxed);
-      // The lease is the parent's (it belongs to the description, and its
-      // breaks go to the parent's thread): the child drops its reference
-      // and takes a lease of its own when it next reads the file.
-      if (f->lease_fd >= 0) {
-        fds_.release(f->lease_fd);
-        f->lease_fd = -1;
-      }
       if (f->mode.load(std::memory_order_relaxed) == BackendFile::kSwitching) {
         int fl = sys::fcntl(f->fd, F_GETFL);
         f->mode.store(fl >= 0 && (fl & O_DIRECT) ? BackendFile::kDirect : BackendFile::kBuffered,
                       std::memory_order_relaxed);
       }
+      take_own_description(f);
     }
   }
 
@@ -619,6 +593,21 @@ class BackendImpl final : public Backend, private IoHost {
       if (step(r, res)) break;
     }
     fds_exit();
+  }
+
+  // In a child after fork: the description is shared with the parent, whose
+  // lease it may carry (breaks go to the parent's thread, and the parent's
+  // exit would not end it while the child holds it). The child moves its
+  // number to a description of its own, with the same flags.
+  void take_own_description(BackendFile* f) {
+    char proc[40];
+    snprintf(proc, sizeof proc, "/proc/self/fd/%d", f->fd);
+    int fl = sys::fcntl(f->fd, F_GETFL);
+    int fd = sys::openat(AT_FDCWD, proc, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+    bool ok = fl >= 0 && fd >= 0 && sys::fcntl(fd, F_SETFL, fl & O_DIRECT) == 0 &&
+              sys::raw(SYS_dup3, fd, f->fd, O_CLOEXEC) == f->fd;
+    if (fd >= 0) sys::close(fd);
+    f->own_description = ok;
   }
 
   void fds_enter() override { pthread_rwlock_rdlock(&fd_lock_); }

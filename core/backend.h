@@ -87,9 +87,10 @@ class Backend {
   // True when `file` reads with O_DIRECT (false: buffered fallback).
   virtual bool is_direct(const BackendFile* file) const = 0;
   // Read leases (core/lease_watch.h, upcache(7) Coherence). take_lease puts
-  // a read lease on a descriptor of the file that belongs to this process
-  // alone (opened on first use, kept until close_file), with `signal` sent
-  // to thread `tid` when another process breaks it. Returns 0, or -errno:
+  // a read lease on the file's read descriptor, whose description belongs
+  // to this process alone (after fork the child reopens its own), with
+  // `signal` sent to thread `tid` when another process breaks it; closing
+  // the file ends it. Returns 0, or -errno:
   // -EAGAIN while some process has the file open for writing (this one
   // included), -EACCES/-EPERM when neither the file's owner nor CAP_LEASE,
   // -EINVAL when leases are disabled or the filesystem refuses them.
@@ -131,7 +132,9 @@ class Backend {
 
   // In a child after fork: the engine's threads and ring belong to the parent.
   // Forget the parent's queue (its requests complete in the parent) and start
-  // a new engine; the files' descriptors are inherited and stay usable.
+  // a new engine. The files' descriptors keep their numbers but are moved to
+  // descriptions of the child's own (the parent's may carry its leases); a
+  // file for which that fails can no longer be leased here.
   virtual void after_fork_child() = 0;
 };
 

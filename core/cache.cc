@@ -73,6 +73,7 @@ struct FileRef {
   std::atomic<uint32_t> admitting{0};     // one thread at a time tries a lease
   std::atomic<int64_t> retry_at_ns{0};    // kCoherenceWriter: next try (monotonic)
   uint64_t synced = 0;                    // the last synchronized() round that checked it (files_lock_)
+  uint32_t fs_magic = 0;                  // statfs f_type at attach
 
   bool served() const {
     constexpr uint32_t kServed = (1u << stats::kCoherenceLease) | (1u << stats::kCoherenceReadOnly) |
@@ -419,7 +420,8 @@ bool CacheImpl::init(std::string* error) {
 //   attach: read-only filesystem --> read-only; not a local one --> refused
 //   UPCACHE_COHERENCE=open: refused and writer become weak (served), and
 //   a broken lease too (its pages dropped first)
-//   fork (child): lease --> pending (the lease is the parent's)
+//   fork (child): lease --> pending (the lease is the parent's); with
+//   UPCACHE_COHERENCE=open, lease --> weak
 //   UPCACHE_COHERENCE=locks: EAGAIN on a multigrain filesystem --> locks
 //   (served; checked at every lock the program takes: synchronized)
 
@@ -485,7 +487,9 @@ bool CacheImpl::take_lease(FileRef* file) {
     trusted = inodes_->confirm(file->file_id, now, realtime_ns(), multigrain(file) ? 0 : racy_ns_);
     file->size.store(now.size, std::memory_order_relaxed);
   } else {
+    pthread_mutex_lock(&files_lock_);
     now = file->identity;
+    pthread_mutex_unlock(&files_lock_);
   }
   if (!trusted) {
     uint64_t dropped = drop_inode(now.dev, now.ino);
@@ -497,9 +501,7 @@ bool CacheImpl::take_lease(FileRef* file) {
 
 // Does a change of the file always change its ctime, once it was read?
 bool CacheImpl::multigrain(FileRef* file) {
-  struct statfs sfs;
-  return multigrain_kernel_ && sys::fstatfs(backend_->lease_fd(file->backend), &sfs) == 0 &&
-         multigrain_filesystem(static_cast<uint32_t>(sfs.f_type));
+  return multigrain_kernel_ && multigrain_filesystem(file->fs_magic);
 }
 
 // UPCACHE_COHERENCE=locks, and some process has the file open for writing:
@@ -576,7 +578,10 @@ void CacheImpl::break_lease(FileRef* file) {
   // goes on serving, revalidated at open only, as for a file never leased.
   set_coherence(file, config_.coherence == Coherence::kOpen ? stats::kCoherenceWeak : stats::kCoherenceWriter);
   stats_->add(stats::kLeasesBroken);
-  uint64_t dropped = drop_inode(file->identity.dev, file->identity.ino);
+  pthread_mutex_lock(&files_lock_);
+  const uint64_t dev = file->identity.dev, ino = file->identity.ino;
+  pthread_mutex_unlock(&files_lock_);
+  uint64_t dropped = drop_inode(dev, ino);
   if (dropped) stats_->add(stats::kCoherenceDrops, dropped);
   backend_->release_lease(file->backend);
 }
@@ -684,6 +689,7 @@ FileRef* CacheImpl::attach(int fd, const char* path, int open_flags) {
   file->backend = bf;
   file->size.store(id.size, std::memory_order_relaxed);
   file->identity = id;
+  file->fs_magic = static_cast<uint32_t>(sfs.f_type);
   file->writable_maps = &writable_maps(id.dev, id.ino);
   file->stats_slot = stats_->claim_file(file_id, name ? name : "?");
   set_coherence(file, first_state);
@@ -1996,7 +2002,10 @@ void CacheImpl::after_fork_child() {
     f->admitting.store(0, std::memory_order_relaxed);
     f->retry_at_ns.store(0, std::memory_order_relaxed);
     uint32_t st = f->coherence.load(std::memory_order_relaxed);
-    if (st == stats::kCoherenceLease) set_coherence(f, stats::kCoherencePending);
+    // UPCACHE_COHERENCE=open: the child serves it as a file never leased
+    // (revalidated at open), and needs no lease thread of its own.
+    if (st == stats::kCoherenceLease)
+      set_coherence(f, config_.coherence == Coherence::kOpen ? stats::kCoherenceWeak : stats::kCoherencePending);
   }
 }
 

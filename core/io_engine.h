@@ -28,10 +28,10 @@ struct BackendFile {
   enum Mode : uint8_t { kDirect, kSwitching, kBuffered };
 
   int fd = -1;              // ours, high-numbered, close-on-exec
-  // Ours too: a read-only description of the same file that carries this
-  // process's read lease (Backend::take_lease); -1 until the first lease.
-  // Never shared with a forked child (after_fork_child closes the child's).
-  int lease_fd = -1;
+  // `fd`'s open file description is this process's alone, so it can carry
+  // the process's read lease (Backend::take_lease): a forked child gets a
+  // description of its own in after_fork_child, and false if it could not.
+  bool own_description = true;
   uint32_t align = 1;       // direct I/O alignment: offset, length and memory
   bool tmpfs = false;       // tmpfs/ramfs: no page cache to drop
   std::atomic<uint8_t> mode{kBuffered};

@@ -25,7 +25,7 @@ run build-asan -DCMAKE_BUILD_TYPE=Debug -DUPCACHE_SANITIZE=ON -DUPCACHE_BENCH=OF
 
 # ThreadSanitizer: core only (the shim is never built with TSan: a preloaded
 # TSan runtime in foreign programs is not supported).
-tsan_tests="cache_concurrency_test cache_test page_index_test eviction_test owner_test partial_page_test"
+tsan_tests="cache_concurrency_test cache_test page_index_test eviction_test owner_test partial_page_test coherence_test"
 echo "== configure build-tsan"
 cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DUPCACHE_TSAN=ON -DUPCACHE_BENCH=OFF
 echo "== build build-tsan ($tsan_tests)"
@@ -34,4 +34,4 @@ cmake --build build-tsan -j"$jobs" --target $tsan_tests
 echo "== test build-tsan"
 TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 suppressions=$PWD/tests/tsan.supp" \
   ctest --test-dir build-tsan --output-on-failure -j"$jobs" --timeout 900 \
-    -R "^(CacheConcurrency|CacheTest|PartialPageTest|PageIndexTest|ClockTest|Arena|Owner|SpinLock)\\." -E "_NOT_BUILT"
+    -R "^(CacheConcurrency|CacheTest|PartialPageTest|PageIndexTest|ClockTest|Arena|Owner|SpinLock|CoherenceTest)\\." -E "_NOT_BUILT"

@@ -125,6 +125,7 @@ TEST(CacheConcurrency, ForkedReadersShareFramesSafely) {
   memset(static_cast<void*>(seg.get()), 0, sizeof(stats::Segment));
   StatsSink sink(seg.get());
   Config c;
+  c.coherence = Coherence::kOpen;  // forked readers need no lease thread (none may start after a multithreaded fork under TSan)
   c.min_file_bytes = 0;
   c.cache_bytes = 2 << 20;
   c.page_size = 16384;

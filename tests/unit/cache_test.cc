@@ -271,6 +271,7 @@ TEST_F(CacheTest, TransientDeviceErrorIsRetriedNotCached) {
   // As filemap_read does, a page whose read failed is read once more,
   // alone, before an error is reported: a transient failure never reaches
   // the program, and nothing of it stays cached.
+  coherence = Coherence::kOpen;  // forked workers need no lease thread (none may start after a multithreaded fork under TSan)
   make_cache(8 << 20, 4096, 1 << 20, "eio_once=2");
   FileRef* f = open_pattern_file(100000, 12);
   ASSERT_NE(f, nullptr);
@@ -309,6 +310,7 @@ ChildRead child_reads_pattern(Cache& cache, FileRef* f, uint64_t size, uint64_t 
 }
 
 TEST_F(CacheTest, ForkedChildSharesTheCache) {
+  coherence = Coherence::kOpen;  // forked workers need no lease thread (none may start after a multithreaded fork under TSan)
   make_cache(16 << 20, 65536);
   const uint64_t size = 2 << 20;
   FileRef* f = open_pattern_file(size, 13);
@@ -331,6 +333,7 @@ TEST_F(CacheTest, FramesMoveToHugePagesBeforeTheFirstFillOrFork) {
   int probe = huge_shmem_open(4 << 20);
   if (probe < 0) GTEST_SKIP() << "no private tmpfs here: " << strerror(-probe);
   close(probe);
+  coherence = Coherence::kOpen;  // forked workers need no lease thread (none may start after a multithreaded fork under TSan)
   make_cache(32 << 20, 16384);
   const uint64_t size = 4 << 20;
   FileRef* f = open_pattern_file(size, 15);
@@ -449,6 +452,7 @@ namespace {
 // those reads; readers of the shared arena must not wait forever nor see a
 // short read: they read the pages themselves.
 TEST_F(CacheTest, ChildDyingWithReadsInFlightDoesNotStallOthers) {
+  coherence = Coherence::kOpen;  // forked workers need no lease thread (none may start after a multithreaded fork under TSan)
   make_cache(64 << 20, 65536, 4 << 20);
   const uint64_t size = 16 << 20;
   FileRef* f = open_pattern_file(size, 16);
@@ -638,6 +642,7 @@ namespace {
 // to use.
 TEST_F(CacheTest, WorkerKilledWhileClaimingAFrameDoesNotLockThePage) {
   const uint64_t page = 16384, frames = 16, size = 64 * page;
+  coherence = Coherence::kOpen;  // forked workers need no lease thread (none may start after a multithreaded fork under TSan)
   make_cache(frames * page, page, 0);  // no readahead: one claim per page read
   FileRef* f = open_pattern_file(size, 23);
   ASSERT_NE(f, nullptr);
@@ -693,6 +698,7 @@ TEST_F(CacheTest, WorkerKilledWhileClaimingAFrameDoesNotLockThePage) {
 // for ever (rel_fork_kill_tmpfs, CI of 2026-12-04). Zombie or reaped alike.
 TEST_F(CacheTest, WorkerKilledWhileEndingAReadLeavesNoPageInFlight) {
   const uint64_t page = 16384, frames = 16, size = 64 * page;
+  coherence = Coherence::kOpen;  // forked workers need no lease thread (none may start after a multithreaded fork under TSan)
   make_cache(frames * page, page, 0);  // no readahead: the read is page 5 alone
   FileRef* f = open_pattern_file(size, 31);
   ASSERT_NE(f, nullptr);
@@ -736,6 +742,7 @@ TEST_F(CacheTest, FramesLeftInFlightByADeadWorkerAreReapedByAClaim) {
   // itself must reap them (found by rel_fork_kill: a read that never
   // returned, every frame in flight by two killed workers).
   const uint64_t page = 16384, frames = 16, size = 64 * page;
+  coherence = Coherence::kOpen;  // forked workers need no lease thread (none may start after a multithreaded fork under TSan)
   make_cache(frames * page, page, 0);
   FileRef* f = open_pattern_file(size, 29);
   ASSERT_NE(f, nullptr);
@@ -802,6 +809,7 @@ TEST_F(CacheTest, PinsOfAWorkerKilledMidCopyAreGivenBack) {
   // pin. With one frame in the cache that frame is then all there is: the
   // next claim must give the pin back (pin journals) instead of starving.
   const uint64_t page = 16384, size = 16 * page;
+  coherence = Coherence::kOpen;  // forked workers need no lease thread (none may start after a multithreaded fork under TSan)
   make_cache(1 * page, page, 0);
   FileRef* f = open_pattern_file(size, 37);
   ASSERT_NE(f, nullptr);
@@ -836,6 +844,7 @@ TEST_F(CacheTest, LeakedPinsAreGivenBackWithoutStarvation) {
   // In a cache with room to spare a leaked pin never starves anyone, so no
   // claim waits: the pins of the dead are given back now and then anyway.
   const uint64_t page = 16384, frames = 4, size = 1536 * page;
+  coherence = Coherence::kOpen;  // forked workers need no lease thread (none may start after a multithreaded fork under TSan)
   make_cache(frames * page, page, 0);
   FileRef* f = open_pattern_file(size, 41);
   ASSERT_NE(f, nullptr);

@@ -409,6 +409,7 @@ TEST_F(PartialPageTest, WindowsAndRandomReadersRacing) {
 // Forked processes completing the same partial pages through the shared
 // arena: every byte right, and the pages end up whole.
 TEST_F(PartialPageTest, ForkedProcessesRacingToCompletePages) {
+  coherence = Coherence::kOpen;  // forked workers need no lease thread (none may start after a multithreaded fork under TSan)
   make_cache(8 << 20, kPage);
   const uint64_t size = 1 << 20;
   FileRef* f = pattern_file(size, 13);
@@ -450,6 +451,7 @@ TEST_F(PartialPageTest, ForkedProcessesRacingToCompletePages) {
 // page instead of waiting for ever (before the claim went first, IO could
 // be left set with nobody named for the reaper).
 TEST_F(PartialPageTest, CompleterKilledBeforeTakingIoIsTakenOver) {
+  coherence = Coherence::kOpen;  // forked workers need no lease thread (none may start after a multithreaded fork under TSan)
   make_cache(8 << 20, kPage);
   const uint64_t size = 1 << 20;
   FileRef* f = pattern_file(size, 17);
