@@ -40,6 +40,9 @@
 //   ftruncate H LEN | truncate PATH LEN
 //   fallocate H MODE OFF LEN       MODE: 0|FALLOC_FL_KEEP_SIZE|FALLOC_FL_PUNCH_HOLE|...
 //   fadvise H OFF LEN ADVICE       POSIX_FADV_* (posix_fadvise's return value)
+//   flock H OP                     LOCK_SH|LOCK_EX|LOCK_UN, with LOCK_NB
+//   lock H CMD TYPE OFF LEN        fcntl CMD (F_SETLK|F_OFD_SETLK) of TYPE
+//                                  (F_RDLCK|F_WRLCK|F_UNLCK) over [OFF, OFF+LEN)
 //   readahead H OFF LEN
 //   sendfile OUT IN OFF|- COUNT
 //   copy_file_range IN OFF|- OUT OFF|- LEN
@@ -75,6 +78,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <sys/file.h>
 #include <inttypes.h>
 #include <linux/falloc.h>
 #include <signal.h>
@@ -216,6 +220,9 @@ static const struct name_val k_names[] = {
   {"SPLICE_F_MOVE", SPLICE_F_MOVE}, {"SPLICE_F_NONBLOCK", SPLICE_F_NONBLOCK},
   {"SPLICE_F_MORE", SPLICE_F_MORE}, {"PROT_READ", PROT_READ}, {"PROT_WRITE", PROT_WRITE},
   {"PROT_NONE", PROT_NONE}, {"MAP_SHARED", MAP_SHARED}, {"MAP_PRIVATE", MAP_PRIVATE}, {"0", 0},
+  {"LOCK_SH", LOCK_SH}, {"LOCK_EX", LOCK_EX}, {"LOCK_UN", LOCK_UN}, {"LOCK_NB", LOCK_NB},
+  {"F_SETLK", F_SETLK}, {"F_OFD_SETLK", F_OFD_SETLK}, {"F_RDLCK", F_RDLCK}, {"F_WRLCK", F_WRLCK},
+  {"F_UNLCK", F_UNLCK},
 };
 
 static long long flags_of(const char* t) {
@@ -628,6 +635,22 @@ static void run_tokens(char** tok, int ntok) {
   } else if (strcmp(c, "fallocate") == 0) {
     int fd = fd_of(ARG(1));
     r = fallocate(fd, (int)flags_of(ARG(2)), (off_t)num(ARG(3)), (off_t)num(ARG(4)));
+    e = errno;
+    result(r, e, 0, "", fd, -1);
+  } else if (strcmp(c, "flock") == 0) {
+    int fd = fd_of(ARG(1));
+    r = flock(fd, (int)flags_of(ARG(2)));
+    e = errno;
+    result(r, e, 0, "", fd, -1);
+  } else if (strcmp(c, "lock") == 0) {
+    int fd = fd_of(ARG(1));
+    struct flock fl;
+    memset(&fl, 0, sizeof fl);
+    fl.l_type = (short)flags_of(ARG(3));
+    fl.l_whence = SEEK_SET;
+    fl.l_start = (off_t)num(ARG(4));
+    fl.l_len = (off_t)num(ARG(5));
+    r = fcntl(fd, (int)flags_of(ARG(2)), &fl);
     e = errno;
     result(r, e, 0, "", fd, -1);
   } else if (strcmp(c, "fadvise") == 0) {
