@@ -173,18 +173,9 @@ bool kernel_at_least(int major, int minor) {
   return ma > major || (ma == major && mi >= minor);
 }
 
-int64_t realtime_ns() {
-  struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  return ts.tv_sec * 1000000000ll + ts.tv_nsec;
-}
-
-// A monotonic clock read through the vDSO (no system call): retry times.
-int64_t coarse_now_ns() {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
-  return ts.tv_sec * 1000000000ll + ts.tv_nsec;
-}
+int64_t realtime_ns() { return sys::clock_ns(CLOCK_REALTIME); }
+// Retry times: a coarse tick is precise enough, and never a system call.
+int64_t coarse_now_ns() { return sys::clock_ns(CLOCK_MONOTONIC_COARSE); }
 
 // While some process has a file open for writing, a lease is tried again
 // at most this often (one fcntl on a read that goes to the kernel anyway).

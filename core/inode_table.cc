@@ -4,6 +4,7 @@
 
 #include "core/arena.h"
 #include "core/spinlock.h"
+#include "core/sys.h"
 
 namespace upcache {
 
@@ -13,11 +14,7 @@ uint64_t slot_of(uint64_t dev, uint64_t ino, uint64_t mask) {
   return (h ^ (h >> 29)) & mask;
 }
 constexpr int kProbe = 16;
-int64_t realtime_ns() {
-  struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  return ts.tv_sec * 1000000000ll + ts.tv_nsec;
-}
+int64_t realtime_ns() { return sys::clock_ns(CLOCK_REALTIME); }
 }  // namespace
 
 bool InodeTable::confirm(uint64_t file_id, const FileIdentity& id, int64_t now_ns, int64_t racy_ns) {

@@ -80,7 +80,7 @@ void* LeaseWatch::main(void* self) {
 void LeaseWatch::run() {
   name_engine_thread("upcache-lease");
   const int self_pid = sys::getpid();
-  tid_.store(static_cast<int>(sys::raw(SYS_gettid)), std::memory_order_release);
+  tid_.store(sys::gettid(), std::memory_order_release);
   tid_.notify_all();
   // Every signal stays blocked on this thread (start_engine_thread).
   for (;;) {

@@ -34,6 +34,16 @@ class CoherenceTest : public upcache::testing::CacheFixture {
     buf.resize(got < 0 ? 0 : static_cast<size_t>(got));
     return buf;
   }
+  // Writes dir/f (pattern `salt`), opens it for writing with `access` (as
+  // another process would hold it: a lease sees no difference), then
+  // attaches it read-only. The caller closes *writer.
+  FileRef* open_while_written(uint64_t salt, int access, int* writer) {
+    const std::string path = dir + "/f";
+    *writer = -1;
+    if (!upcache::testing::write_pattern_file(path, 128 << 10, salt)) return nullptr;
+    *writer = open(path.c_str(), access);
+    return *writer < 0 ? nullptr : open_file(path);
+  }
   static bool is_pattern(const std::vector<char>& b, uint64_t pos, uint64_t salt) {
     for (size_t i = 0; i < b.size(); ++i)
       if (static_cast<uint8_t>(b[i]) != pattern_byte(pos + i, salt)) return false;
@@ -96,10 +106,8 @@ TEST_F(CoherenceTest, AnotherProcessWriteDropsThePagesBeforeItsOpenReturns) {
 TEST_F(CoherenceTest, FileOpenForWritingElsewhereGoesToTheKernel) {
   make_cache(8 << 20, 4096);
   const std::string path = dir + "/f";
-  ASSERT_TRUE(upcache::testing::write_pattern_file(path, 128 << 10, 3));
-  int writer = open(path.c_str(), O_WRONLY);  // held open: another process's, as far as a lease sees
-  ASSERT_GE(writer, 0);
-  FileRef* f = open_file(path);
+  int writer = -1;
+  FileRef* f = open_while_written(3, O_WRONLY, &writer);  // held open: another process's, as far as a lease sees
   ASSERT_NE(f, nullptr);
   RaState ra = cache->new_ra_state();
   bool served = true;
@@ -191,11 +199,8 @@ TEST_F(CoherenceTest, ASignalNumberTheProgramUsesIsLeftToIt) {
 TEST_F(CoherenceTest, OpenModeServesAFileThatCannotBeLeased) {
   coherence = Coherence::kOpen;
   make_cache(8 << 20, 4096);
-  const std::string path = dir + "/f";
-  ASSERT_TRUE(upcache::testing::write_pattern_file(path, 128 << 10, 9));
-  int writer = open(path.c_str(), O_WRONLY);
-  ASSERT_GE(writer, 0);
-  FileRef* f = open_file(path);
+  int writer = -1;
+  FileRef* f = open_while_written(9, O_WRONLY, &writer);
   ASSERT_NE(f, nullptr);
   RaState ra = cache->new_ra_state();
   bool served = false;
@@ -209,10 +214,8 @@ TEST_F(CoherenceTest, LocksModeServesAFileOpenForWritingAndChecksItAtEachLock) {
   coherence = Coherence::kLocks;
   make_cache(8 << 20, 4096);
   const std::string path = dir + "/f";
-  ASSERT_TRUE(upcache::testing::write_pattern_file(path, 128 << 10, 10));
-  int writer = open(path.c_str(), O_RDWR);  // as a database every process opens read-write
-  ASSERT_GE(writer, 0);
-  FileRef* f = open_file(path);
+  int writer = -1;
+  FileRef* f = open_while_written(10, O_RDWR, &writer);  // as a database every process opens read-write
   ASSERT_NE(f, nullptr);
   RaState ra = cache->new_ra_state();
   bool served = false;
